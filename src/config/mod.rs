@@ -1,0 +1,243 @@
+//! Configuration files: the `serve` config (proxies and their faults).
+//!
+//! Files are read strictly: an unknown key, a bad address, a duplicate
+//! name, a bad duration or an out-of-range toxicity is an error that names
+//! `FILE:LINE:COL`. Every problem in the file is reported, not just the
+//! first, so a user fixes them in one pass.
+
+pub mod fault;
+pub mod location;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+pub use location::{ConfigError, ConfigErrors, Locator};
+
+use crate::faults::FaultSpec;
+use crate::faults::units::HumanDuration;
+use crate::proxy::DEFAULT_CONNECT_TIMEOUT;
+
+/// How a proxy reads its stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Bytes only: every byte fault, no protocol awareness.
+    #[default]
+    Tcp,
+}
+
+/// One proxy, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProxyConfig {
+    /// Unique name.
+    pub name: String,
+    /// Address to listen on (`host:port`; port 0 picks a free one).
+    pub listen: String,
+    /// Address to forward to.
+    pub upstream: String,
+    /// Whether it accepts connections from the start.
+    pub enabled: bool,
+    /// How it reads the stream.
+    pub protocol: Protocol,
+    /// Time allowed to dial the upstream.
+    pub connect_timeout: Duration,
+    /// Faults active from the start.
+    pub faults: Vec<FaultSpec>,
+}
+
+impl ProxyConfig {
+    /// A plain TCP proxy with no faults.
+    pub fn new(name: &str, listen: &str, upstream: &str) -> Self {
+        Self {
+            name: name.into(),
+            listen: listen.into(),
+            upstream: upstream.into(),
+            enabled: true,
+            protocol: Protocol::Tcp,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            faults: Vec::new(),
+        }
+    }
+}
+
+/// The `serve` config: a list of proxies. An empty file is valid.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServeConfig {
+    /// Proxies in file order.
+    pub proxies: Vec<ProxyConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServe {
+    #[serde(default)]
+    proxy: Vec<RawProxy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    name: Spanned<String>,
+    listen: Spanned<String>,
+    upstream: Spanned<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    protocol: Protocol,
+    connect_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    fault: Vec<fault::RawFault>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Reads and validates a serve config file.
+pub fn load_serve_config(path: &Path) -> Result<ServeConfig, ConfigErrors> {
+    let name = path.display().to_string();
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: name.clone(),
+            line: 1,
+            col: 1,
+            message: format!("cannot read file: {e}"),
+        }])
+    })?;
+    parse_serve_config(&name, &src)
+}
+
+/// Validates a serve config held in memory; `file` names it in errors.
+pub fn parse_serve_config(file: &str, src: &str) -> Result<ServeConfig, ConfigErrors> {
+    let loc = Locator::new(file, src);
+    let raw: RawServe = toml::from_str(src).map_err(|e| ConfigErrors(vec![loc.from_toml(&e)]))?;
+    let mut errors = Vec::new();
+    let mut names: HashMap<String, ()> = HashMap::new();
+    let mut listens: HashMap<String, String> = HashMap::new();
+    let mut proxies = Vec::new();
+    for p in raw.proxy {
+        let name = p.name.get_ref().clone();
+        if name.is_empty() {
+            errors.push(loc.error(Some(p.name.span()), "proxy `name` must not be empty"));
+        } else if names.insert(name.clone(), ()).is_some() {
+            errors.push(loc.error(
+                Some(p.name.span()),
+                format!("duplicate proxy name `{name}`"),
+            ));
+        }
+        for (what, addr) in [("listen", &p.listen), ("upstream", &p.upstream)] {
+            if let Err(e) = check_addr(addr.get_ref()) {
+                errors.push(loc.error(Some(addr.span()), format!("bad {what} address: {e}")));
+            }
+        }
+        let listen = p.listen.get_ref().clone();
+        if p.enabled
+            && !listen.ends_with(":0")
+            && let Some(other) = listens.insert(listen.clone(), name.clone())
+        {
+            errors.push(loc.error(
+                Some(p.listen.span()),
+                format!("listen address `{listen}` is already used by proxy `{other}`"),
+            ));
+        }
+        let mut faults: Vec<FaultSpec> = Vec::new();
+        for raw_fault in &p.fault {
+            if let Some((spec, _)) = fault::read_fault(raw_fault, &[], &loc, &mut errors) {
+                if faults.iter().any(|f| f.name == spec.name) {
+                    errors.push(loc.error(
+                        Some(raw_fault.span()),
+                        format!(
+                            "duplicate fault name `{}` on proxy `{name}` (names are unique across both directions)",
+                            spec.name
+                        ),
+                    ));
+                }
+                faults.push(spec);
+            }
+        }
+        proxies.push(ProxyConfig {
+            name,
+            listen,
+            upstream: p.upstream.into_inner(),
+            enabled: p.enabled,
+            protocol: p.protocol,
+            connect_timeout: p.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0),
+            faults,
+        });
+    }
+    if errors.is_empty() {
+        Ok(ServeConfig { proxies })
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Checks a `host:port` address: an IPv4 address, a bracketed IPv6 address
+/// or a host name, then a port number.
+pub fn check_addr(addr: &str) -> Result<(), String> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(format!("`{addr}` is not host:port"));
+    };
+    port.parse::<u16>()
+        .map_err(|_| format!("`{addr}` has a bad port `{port}` (0-65535)"))?;
+    if host.is_empty() {
+        return Err(format!("`{addr}` has no host"));
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        let inner = inner
+            .strip_suffix(']')
+            .ok_or_else(|| format!("`{addr}` has an unclosed `[`"))?;
+        inner
+            .parse::<Ipv6Addr>()
+            .map_err(|_| format!("`{inner}` is not an IPv6 address"))?;
+        return Ok(());
+    }
+    if host.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        host.parse::<Ipv4Addr>()
+            .map_err(|_| format!("`{host}` is not an IPv4 address"))?;
+        return Ok(());
+    }
+    let valid_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.len() > 253 || !host.split('.').all(valid_label) {
+        return Err(format!("`{host}` is not a valid host name"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        for ok in [
+            "127.0.0.1:5432",
+            "localhost:0",
+            "[::1]:80",
+            "db-1.staging:5432",
+        ] {
+            assert!(check_addr(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:99999",
+            "300.1.1.1:5",
+            ":5",
+            "[::1:5",
+            "a_b:5",
+        ] {
+            assert!(check_addr(bad).is_err(), "{bad}");
+        }
+    }
+}

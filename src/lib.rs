@@ -1,0 +1,35 @@
+//! shakedown: a chaos-engineering fault-injection proxy.
+//!
+//! It sits between services and their upstreams (PostgreSQL, any TCP
+//! service) and injects latency, drops, resets and partitions, as a config
+//! file or (later) the control API and experiment runner say.
+//!
+//! The map, in short:
+//!
+//! - [`proxy`]: the data path. A listener accepts and spawns; each
+//!   connection dials its upstream in its own task and runs two byte pumps
+//!   (client→server = upstream, server→client = downstream). With no fault
+//!   active the bytes take a fast path; otherwise each direction runs its
+//!   fault chain.
+//! - [`faults`]: the [`Fault`](faults::Fault) enum, the single description
+//!   of a fault used by the config, the API and the runner; one file per
+//!   fault; the per-direction chain; seeded randomness.
+//! - [`registry`]: the live proxies and faults, changed by the control
+//!   plane and read lock-free by the data path.
+//! - [`config`]: strict TOML models with `FILE:LINE:COL` errors.
+//! - [`server`]: `shakedown serve`, wiring the pieces together.
+//!
+//! The data path knows nothing of the API, the runner or reports; they all
+//! talk to it through the registry.
+
+pub mod cli;
+pub mod config;
+pub mod faults;
+pub mod proxy;
+pub mod registry;
+pub mod server;
+
+/// Exit code for bad input: a config or experiment that does not validate.
+pub const EXIT_BAD_INPUT: i32 = 64;
+/// Exit code for an internal error.
+pub const EXIT_INTERNAL: i32 = 70;

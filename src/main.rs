@@ -1,0 +1,17 @@
+//! The `shakedown` binary: parse the command line, set up logging, run.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = shakedown::cli::Cli::parse();
+    let code = shakedown::cli::run(cli).await;
+    std::process::exit(code);
+}

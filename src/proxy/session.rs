@@ -1,0 +1,149 @@
+//! One client connection: refuse check, upstream dial, two pumps.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use socket2::SockRef;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, debug_span, warn};
+
+use super::ProxyShared;
+use super::pump::{self, Outcome, PumpCtx, Side};
+use crate::faults::Direction;
+use crate::faults::chain::ChainKey;
+
+/// Serves one accepted client until both directions end, a fault ends the
+/// connection, or the proxy stops (`token`).
+pub async fn run(
+    client: TcpStream,
+    peer: SocketAddr,
+    proxy: Arc<ProxyShared>,
+    conn: u64,
+    token: CancellationToken,
+) {
+    let span = debug_span!("conn", proxy = %proxy.name, id = conn, client = %peer);
+    let stats = &proxy.stats;
+    stats.connections_total.fetch_add(1, Ordering::Relaxed);
+    stats.connections_active.fetch_add(1, Ordering::Relaxed);
+    serve(client, &proxy, conn, token).instrument(span).await;
+    proxy
+        .stats
+        .connections_active
+        .fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn serve(mut client: TcpStream, proxy: &ProxyShared, conn: u64, token: CancellationToken) {
+    if proxy.board.snapshot().refuses(proxy.seed, conn) {
+        proxy.stats.refused.fetch_add(1, Ordering::Relaxed);
+        debug!("refused by fault");
+        reset(&client);
+        return;
+    }
+    let _ = client.set_nodelay(true);
+    let target = proxy.upstream.load_full();
+    let dial = tokio::time::timeout(proxy.connect_timeout, TcpStream::connect(target.as_str()));
+    let mut upstream = tokio::select! {
+        _ = token.cancelled() => return,
+        r = dial => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                proxy.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(upstream = %target, error = %e, "unable to open connection to upstream");
+                return;
+            }
+            Err(_) => {
+                proxy.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(upstream = %target, timeout = ?proxy.connect_timeout, "upstream connect timed out");
+                return;
+            }
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    debug!(upstream = %target, "connected");
+
+    let outcome = {
+        let (mut cr, mut cw) = client.split();
+        let (mut ur, mut uw) = upstream.split();
+        let count_up = |n: usize| {
+            proxy
+                .stats
+                .bytes_upstream
+                .fetch_add(n as u64, Ordering::Relaxed);
+        };
+        let count_down = |n: usize| {
+            proxy
+                .stats
+                .bytes_downstream
+                .fetch_add(n as u64, Ordering::Relaxed);
+        };
+        let key = |dir| ChainKey {
+            proxy_seed: proxy.seed,
+            conn,
+            dir,
+        };
+        let up = pump::pump(
+            &mut cr,
+            &mut uw,
+            PumpCtx {
+                board: &proxy.board,
+                key: key(Direction::Upstream),
+                on_bytes: &count_up,
+            },
+        );
+        let down = pump::pump(
+            &mut ur,
+            &mut cw,
+            PumpCtx {
+                board: &proxy.board,
+                key: key(Direction::Downstream),
+                on_bytes: &count_down,
+            },
+        );
+        tokio::pin!(up, down);
+        let (mut up_done, mut down_done) = (false, false);
+        loop {
+            let (dir, outcome) = tokio::select! {
+                _ = token.cancelled() => break None,
+                o = &mut up, if !up_done => (Direction::Upstream, o),
+                o = &mut down, if !down_done => (Direction::Downstream, o),
+            };
+            match outcome {
+                Outcome::Finished => {
+                    match dir {
+                        Direction::Upstream => up_done = true,
+                        Direction::Downstream => down_done = true,
+                    }
+                    if up_done && down_done {
+                        break None;
+                    }
+                }
+                other => break Some((dir, other)),
+            }
+        }
+    };
+    match outcome {
+        None => debug!("closed"),
+        Some((_, Outcome::Reset)) => {
+            debug!("reset by fault");
+            reset(&client);
+            reset(&upstream);
+        }
+        Some((dir, Outcome::Close)) => debug!(%dir, "closed by fault"),
+        Some((dir, Outcome::Failed(side, e))) => {
+            let side = match side {
+                Side::Client => "client",
+                Side::Upstream => "upstream",
+            };
+            debug!(%dir, side, error = %e, "connection failed");
+        }
+        Some((_, Outcome::Finished)) => {}
+    }
+}
+
+/// Closes with SO_LINGER 0 so the peer gets an RST rather than a FIN.
+fn reset(stream: &TcpStream) {
+    let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
