@@ -89,122 +89,119 @@ where
     let mut reading = true;
 
     loop {
-        if reading && queue.is_empty() && chain.is_passthrough() {
-            // Fast path.
-            if fast_buf.is_empty() {
-                fast_buf = vec![0u8; FAST_BUF];
+        // One wake-up registration per fault-set version, kept across reads:
+        // the hot path never re-registers with the board.
+        let changed = changes.changed();
+        tokio::pin!(changed);
+        let event = loop {
+            if reading && queue.is_empty() && chain.is_passthrough() {
+                // Fast path.
+                if fast_buf.is_empty() {
+                    fast_buf = vec![0u8; FAST_BUF];
+                }
+                let n = tokio::select! {
+                    biased;
+                    r = &mut changed => break r,
+                    r = src.read(&mut fast_buf) => match r {
+                        Ok(n) => n,
+                        Err(e) => return Outcome::Failed(src_side, e),
+                    },
+                };
+                if n == 0 {
+                    return finish(dst, dst_side).await;
+                }
+                if let Err(e) = dst.write_all(&fast_buf[..n]).await {
+                    return Outcome::Failed(dst_side, e);
+                }
+                (ctx.on_bytes)(n);
+                continue;
+            }
+
+            // Faulted path: first deliver what is due.
+            let now = Instant::now();
+            if !chain.holds() {
+                while queue.front().is_some_and(|i| i.at <= now) {
+                    let Some(item) = queue.pop_front() else { break };
+                    match item.payload {
+                        Payload::Data(bytes) => {
+                            queued_bytes -= bytes.len();
+                            if let Err(e) = dst.write_all(&bytes).await {
+                                return Outcome::Failed(dst_side, e);
+                            }
+                            (ctx.on_bytes)(bytes.len());
+                        }
+                        Payload::Eof => return finish(dst, dst_side).await,
+                        Payload::Close => return Outcome::Close,
+                        Payload::Reset => return Outcome::Reset,
+                    }
+                }
+            }
+            let next_item = if chain.holds() {
+                None
+            } else {
+                queue.front().map(|i| i.at)
+            };
+            let wake = match (next_item, chain.deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let room = queue.len() < MAX_ITEMS && queued_bytes < MAX_QUEUED_BYTES;
+            if read_buf.capacity() < CHUNK / 2 {
+                read_buf.reserve(CHUNK);
             }
             tokio::select! {
                 biased;
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        // The proxy is gone; the session is being cancelled.
-                        std::future::pending::<()>().await;
-                    }
-                    let set = ctx.board.snapshot();
-                    if let Some(item) = chain.rebuild(set.direction(ctx.key.dir), Instant::now()) {
+                r = &mut changed => break r,
+                _ = sleep_until(wake), if wake.is_some() => {
+                    if let Some(item) = chain.on_timer(Instant::now()) {
                         return control(item);
                     }
                 }
-                r = src.read(&mut fast_buf) => match r {
-                    Ok(0) => {
-                        return match dst.shutdown().await {
-                            Ok(()) => Outcome::Finished,
-                            Err(e) => Outcome::Failed(dst_side, e),
-                        };
-                    }
-                    Ok(n) => {
-                        if let Err(e) = dst.write_all(&fast_buf[..n]).await {
-                            return Outcome::Failed(dst_side, e);
+                r = src.read_buf(&mut read_buf), if reading && room => {
+                    let now = Instant::now();
+                    match r {
+                        Ok(0) => {
+                            reading = false;
+                            chain.feed(Item { at: now, payload: Payload::Eof }, now, &mut queue);
                         }
-                        (ctx.on_bytes)(n);
+                        Ok(_) => {
+                            let data = read_buf.split().freeze();
+                            let before = queue.len();
+                            chain.feed(Item { at: now, payload: Payload::Data(data) }, now, &mut queue);
+                            queued_bytes += queue
+                                .iter()
+                                .skip(before)
+                                .map(|i| match &i.payload { Payload::Data(d) => d.len(), _ => 0 })
+                                .sum::<usize>();
+                        }
+                        Err(e) => return Outcome::Failed(src_side, e),
                     }
-                    Err(e) => return Outcome::Failed(src_side, e),
                 }
             }
-            continue;
-        }
+        };
 
-        // Faulted path: first deliver what is due.
+        // The fault set changed.
+        if event.is_err() {
+            // The proxy is gone; the session is being cancelled.
+            std::future::pending::<()>().await;
+        }
         let now = Instant::now();
-        if !chain.holds() {
-            while queue.front().is_some_and(|i| i.at <= now) {
-                let Some(item) = queue.pop_front() else { break };
-                match item.payload {
-                    Payload::Data(bytes) => {
-                        queued_bytes -= bytes.len();
-                        if let Err(e) = dst.write_all(&bytes).await {
-                            return Outcome::Failed(dst_side, e);
-                        }
-                        (ctx.on_bytes)(bytes.len());
-                    }
-                    Payload::Eof => {
-                        return match dst.shutdown().await {
-                            Ok(()) => Outcome::Finished,
-                            Err(e) => Outcome::Failed(dst_side, e),
-                        };
-                    }
-                    Payload::Close => return Outcome::Close,
-                    Payload::Reset => return Outcome::Reset,
-                }
-            }
+        let set = ctx.board.snapshot();
+        if let Some(item) = chain.rebuild(set.direction(ctx.key.dir), now) {
+            return control(item);
         }
-        let next_item = if chain.holds() {
-            None
-        } else {
-            queue.front().map(|i| i.at)
-        };
-        let wake = match (next_item, chain.deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let room = queue.len() < MAX_ITEMS && queued_bytes < MAX_QUEUED_BYTES;
-        if read_buf.capacity() < CHUNK / 2 {
-            read_buf.reserve(CHUNK);
+        // Flush what the faults held: stream items are due at once; control
+        // actions already scheduled keep their time.
+        for item in queue.iter_mut().filter(|i| i.is_stream()) {
+            item.at = item.at.min(now);
         }
-        tokio::select! {
-            biased;
-            changed = changes.changed() => {
-                if changed.is_err() {
-                    std::future::pending::<()>().await;
-                }
-                let now = Instant::now();
-                let set = ctx.board.snapshot();
-                if let Some(item) = chain.rebuild(set.direction(ctx.key.dir), now) {
-                    return control(item);
-                }
-                // Flush what the faults held: stream items are due at once;
-                // control actions already scheduled keep their time.
-                for item in queue.iter_mut().filter(|i| i.is_stream()) {
-                    item.at = item.at.min(now);
-                }
-            }
-            _ = sleep_until(wake), if wake.is_some() => {
-                if let Some(item) = chain.on_timer(Instant::now()) {
-                    return control(item);
-                }
-            }
-            r = src.read_buf(&mut read_buf), if reading && room => {
-                let now = Instant::now();
-                match r {
-                    Ok(0) => {
-                        reading = false;
-                        chain.feed(Item { at: now, payload: Payload::Eof }, now, &mut queue);
-                    }
-                    Ok(_) => {
-                        let data = read_buf.split().freeze();
-                        let before = queue.len();
-                        chain.feed(Item { at: now, payload: Payload::Data(data) }, now, &mut queue);
-                        queued_bytes += queue
-                            .iter()
-                            .skip(before)
-                            .map(|i| match &i.payload { Payload::Data(d) => d.len(), _ => 0 })
-                            .sum::<usize>();
-                    }
-                    Err(e) => return Outcome::Failed(src_side, e),
-                }
-            }
-        }
+    }
+}
+
+async fn finish<W: AsyncWrite + Unpin + ?Sized>(dst: &mut W, side: Side) -> Outcome {
+    match dst.shutdown().await {
+        Ok(()) => Outcome::Finished,
+        Err(e) => Outcome::Failed(side, e),
     }
 }
 
