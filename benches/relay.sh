@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# Relay overhead of shakedown with no fault active, against real clients.
+#
+# Why: the fast path (no fault) must cost little next to a direct
+# connection; these are the speed targets of the data path, measured with the
+# clients users run (pgbench, iperf3) rather than asserted in timed tests.
+#
+# What it does: builds the release binary, starts `shakedown serve` with two
+# proxies (PostgreSQL and iperf3), then runs each workload direct and through
+# the proxy, interleaved (the order alternates every round so drift on a busy
+# machine hits both sides alike), and prints the medians as a Markdown table.
+#
+# Workloads:
+#   simple    pgbench -S                (select-only, simple protocol)
+#   prepared  pgbench -S -M prepared    (select-only, prepared statements)
+#   connect   pgbench -S -C             (a new connection per transaction;
+#                                        pgbench 15 counts connection time in
+#                                        its tps: "including reconnection times")
+#   bulk      iperf3 one-way TCP stream, receiver throughput
+#
+# Needs: PostgreSQL on 127.0.0.1:5432 (trust auth), pgbench, psql, python3;
+# installs iperf3 with apt-get if missing. Creates (once) and uses only the
+# database `shakedown_bench`; drops nothing.
+#
+# Usage:
+#   benches/relay.sh            # T=10 s per run, ROUNDS=3
+#   benches/relay.sh --quick    # T=3 s per run, ROUNDS=1
+#   T=30 ROUNDS=5 benches/relay.sh
+#
+# Environment (defaults in brackets): T [10], ROUNDS [3], CLIENTS [8],
+# THREADS [2], SCALE [10], PGUSER [postgres], BENCH_DB [shakedown_bench],
+# PG_PORT [5432], PROXY_PG_PORT [6432], IPERF_PORT [5201],
+# PROXY_IPERF_PORT [15201], READY_TIMEOUT [15] seconds.
+
+set -euo pipefail
+
+usage() {
+    sed -n '2,/^$/{s/^# \{0,1\}//;p}' "$0"
+}
+
+quick=0
+for arg in "$@"; do
+    case "$arg" in
+        --quick) quick=1 ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "relay.sh: unknown argument: $arg" >&2; exit 64 ;;
+    esac
+done
+
+if ((quick)); then
+    T=${T:-3}
+    ROUNDS=${ROUNDS:-1}
+fi
+T=${T:-10}
+ROUNDS=${ROUNDS:-3}
+CLIENTS=${CLIENTS:-8}
+THREADS=${THREADS:-2}
+SCALE=${SCALE:-10}
+PGUSER=${PGUSER:-postgres}
+BENCH_DB=${BENCH_DB:-shakedown_bench}
+PG_PORT=${PG_PORT:-5432}
+PROXY_PG_PORT=${PROXY_PG_PORT:-6432}
+IPERF_PORT=${IPERF_PORT:-5201}
+PROXY_IPERF_PORT=${PROXY_IPERF_PORT:-15201}
+READY_TIMEOUT=${READY_TIMEOUT:-15}
+HOST=127.0.0.1
+export PGUSER
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+work=$(mktemp -d -t shakedown-relay.XXXXXX)
+shakedown_pid=
+iperf_pid=
+
+cleanup() {
+    local rc=$?
+    # Stop what this script started, by pid, and wait so ports are free.
+    if [[ -n $shakedown_pid ]]; then
+        kill -TERM "$shakedown_pid" 2>/dev/null || true
+        wait "$shakedown_pid" 2>/dev/null || true
+    fi
+    if [[ -n $iperf_pid ]]; then
+        kill -TERM "$iperf_pid" 2>/dev/null || true
+        wait "$iperf_pid" 2>/dev/null || true
+    fi
+    if ((rc != 0)) && [[ -s $work/shakedown.log ]]; then
+        echo "--- shakedown log (last 20 lines) ---" >&2
+        tail -n 20 "$work/shakedown.log" >&2
+    fi
+    rm -rf "$work"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log() { echo "relay.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+# True if something accepts TCP connections on 127.0.0.1:$1.
+accepts() {
+    timeout 1 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null
+}
+
+# True if some socket listens on 127.0.0.1:$1, without connecting to it (a
+# bare probe connection would be logged as an error by iperf3).
+listening() {
+    [[ -n $(ss -Hltn "sport = :$1") ]]
+}
+
+# Polls `$1 PORT` for each port until all succeed, failing after
+# READY_TIMEOUT seconds or as soon as process $2 exits.
+wait_ready() {
+    local check=$1 pid=$2 port
+    shift 2
+    local deadline=$((SECONDS + READY_TIMEOUT))
+    for port in "$@"; do
+        until "$check" "$port"; do
+            kill -0 "$pid" 2>/dev/null || die "process $pid exited before port $port was ready"
+            ((SECONDS < deadline)) || die "port $port not ready after ${READY_TIMEOUT}s"
+            sleep 0.05
+        done
+    done
+}
+
+median() {
+    python3 -c 'import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"
+}
+
+# --- prerequisites ----------------------------------------------------------
+
+for tool in pgbench psql python3 ss timeout cargo; do
+    command -v "$tool" >/dev/null || die "$tool not found"
+done
+if ! command -v iperf3 >/dev/null; then
+    log "installing iperf3"
+    if [[ $(id -u) -eq 0 ]]; then sudo=(); else sudo=(sudo -n); fi
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q iperf3 >/dev/null ||
+        { "${sudo[@]}" apt-get update -q >/dev/null &&
+            "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q iperf3 >/dev/null; } ||
+        die "could not install iperf3"
+fi
+accepts "$PG_PORT" || die "PostgreSQL not accepting on $HOST:$PG_PORT"
+for port in "$PROXY_PG_PORT" "$PROXY_IPERF_PORT" "$IPERF_PORT"; do
+    listening "$port" && die "port $port already in use"
+done
+
+# --- build and start ----------------------------------------------------------
+
+log "building release binary"
+(cd "$root" && cargo build --release --quiet)
+bin=${CARGO_TARGET_DIR:-$root/target}/release/shakedown
+[[ -x $bin ]] || die "$bin not found after build"
+
+cat >"$work/relay.toml" <<EOF
+[[proxy]]
+name = "pg"
+listen = "$HOST:$PROXY_PG_PORT"
+upstream = "$HOST:$PG_PORT"
+
+[[proxy]]
+name = "iperf"
+listen = "$HOST:$PROXY_IPERF_PORT"
+upstream = "$HOST:$IPERF_PORT"
+EOF
+
+# Warn level: per-connection logging must not be part of what is measured.
+RUST_LOG=${RUST_LOG:-warn} "$bin" serve --config "$work/relay.toml" --seed 1 \
+    >"$work/shakedown.log" 2>&1 &
+shakedown_pid=$!
+# Started before the iperf3 server, so the probe connections relayed to port
+# IPERF_PORT find nothing there instead of upsetting iperf3.
+wait_ready accepts "$shakedown_pid" "$PROXY_PG_PORT" "$PROXY_IPERF_PORT"
+log "shakedown ready (pid $shakedown_pid)"
+
+iperf3 -s -p "$IPERF_PORT" -B "$HOST" >"$work/iperf3-server.log" 2>&1 &
+iperf_pid=$!
+wait_ready listening "$iperf_pid" "$IPERF_PORT"
+
+# --- the pgbench database -----------------------------------------------------
+
+psql_admin() { psql -h "$HOST" -p "$PG_PORT" -d postgres -XAqt -v ON_ERROR_STOP=1 "$@"; }
+if [[ -z $(psql_admin -c "select 1 from pg_database where datname = '$BENCH_DB'") ]]; then
+    log "creating database $BENCH_DB"
+    psql_admin -c "create database \"$BENCH_DB\""
+fi
+branches=$(psql -h "$HOST" -p "$PG_PORT" -d "$BENCH_DB" -XAqt \
+    -c "select count(*) from pgbench_branches" 2>/dev/null || true)
+if [[ $branches != "$SCALE" ]]; then
+    log "initialising $BENCH_DB (pgbench -i -s $SCALE)"
+    pgbench -h "$HOST" -p "$PG_PORT" -i -q -s "$SCALE" "$BENCH_DB" >"$work/init.log" 2>&1 ||
+        { cat "$work/init.log" >&2; die "pgbench -i failed"; }
+fi
+
+# --- workloads ----------------------------------------------------------------
+
+# Prints the tps of one pgbench run against port $1 with extra options $2...
+# pgbench 15 prints one `tps = N (...)` line: "without initial connection
+# time" normally, "including reconnection times" with -C, which is the figure
+# that counts connection setup.
+run_pgbench() {
+    local port=$1 out
+    shift
+    out=$(pgbench -h "$HOST" -p "$port" -n -c "$CLIENTS" -j "$THREADS" -T "$T" "$@" "$BENCH_DB" 2>&1) ||
+        { echo "$out" >&2; die "pgbench $* on port $port failed"; }
+    sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out" | grep . ||
+        { echo "$out" >&2; die "no tps line in pgbench output"; }
+}
+
+# Prints the receiver's bits per second of one iperf3 run against port $1.
+run_iperf() {
+    local port=$1 json
+    json=$(iperf3 -c "$HOST" -p "$port" -t "$T" -J) ||
+        { echo "$json" >&2; die "iperf3 on port $port failed"; }
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])' <<<"$json"
+}
+
+workloads=(simple prepared connect bulk)
+declare -A title=(
+    [simple]="pgbench -S (tps)"
+    [prepared]="pgbench -S -M prepared (tps)"
+    [connect]="pgbench -S -C (tps)"
+    [bulk]="iperf3 bulk (Gbit/s)"
+)
+declare -A goal=([simple]=0.92 [prepared]=0.85 [connect]=0.93 [bulk]=0.75)
+declare -A socat=([simple]=0.86 [prepared]=0.79 [connect]=0.29 [bulk]=0.33)
+declare -A direct_runs proxied_runs
+
+measure() {
+    local w=$1 port=$2
+    case "$w" in
+        simple) run_pgbench "$port" -S ;;
+        prepared) run_pgbench "$port" -S -M prepared ;;
+        connect) run_pgbench "$port" -S -C ;;
+        bulk) run_iperf "$port" ;;
+    esac
+}
+
+ports() {
+    case "$1" in
+        bulk) echo "$IPERF_PORT $PROXY_IPERF_PORT" ;;
+        *) echo "$PG_PORT $PROXY_PG_PORT" ;;
+    esac
+}
+
+log "T=${T}s ROUNDS=$ROUNDS clients=$CLIENTS threads=$THREADS"
+for ((round = 1; round <= ROUNDS; round++)); do
+    for w in "${workloads[@]}"; do
+        read -r direct_port proxy_port < <(ports "$w")
+        if ((round % 2)); then order=(direct proxied); else order=(proxied direct); fi
+        for side in "${order[@]}"; do
+            if [[ $side == direct ]]; then
+                v=$(measure "$w" "$direct_port")
+                direct_runs[$w]+="$v "
+            else
+                v=$(measure "$w" "$proxy_port")
+                proxied_runs[$w]+="$v "
+            fi
+            log "round $round/$ROUNDS $w $side: $v"
+        done
+    done
+done
+
+# --- report -------------------------------------------------------------------
+
+echo
+echo "shakedown relay overhead, no fault active: T=${T}s x $ROUNDS rounds," \
+    "pgbench -c $CLIENTS -j $THREADS -s $SCALE, $(nproc) CPUs"
+echo
+echo "| workload | direct (median) | shakedown (median) | ratio | goal | met | socat (reference) |"
+echo "|---|---:|---:|---:|---:|:---:|---:|"
+for w in "${workloads[@]}"; do
+    # shellcheck disable=SC2086 # the run lists are space-separated on purpose
+    d=$(median ${direct_runs[$w]})
+    # shellcheck disable=SC2086
+    p=$(median ${proxied_runs[$w]})
+    python3 - "${title[$w]}" "$d" "$p" "${goal[$w]}" "${socat[$w]}" "$w" <<'EOF'
+import sys
+title, d, p, goal, socat, w = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5], sys.argv[6]
+ratio = p / d if d else float("nan")
+fmt = (lambda v: f"{v / 1e9:.2f}") if w == "bulk" else (lambda v: f"{v:.0f}")
+met = "yes" if ratio >= goal else "no"
+print(f"| {title} | {fmt(d)} | {fmt(p)} | {ratio:.2f} | ≥ {goal:.2f} | {met} | {socat} |")
+EOF
+done
