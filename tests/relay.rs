@@ -14,9 +14,21 @@ use tokio::net::TcpListener;
 /// One exchange: the client sends `up_len` bytes and half-closes while the
 /// server sends `down_len` bytes and half-closes; each reads to EOF.
 async fn exchange(faults: Vec<FaultSpec>, seed: u64, up_len: usize, down_len: usize) {
+    exchange_with(faults, seed, up_len, down_len, 50_000).await;
+}
+
+/// Like [`exchange`], writing chunks of up to `max_chunk` bytes; returns the
+/// proxy's stats.
+async fn exchange_with(
+    faults: Vec<FaultSpec>,
+    seed: u64,
+    up_len: usize,
+    down_len: usize,
+    max_chunk: usize,
+) -> u64 {
     let h = Harness::new(seed);
     let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (_p, addr) = h.proxy("exact", &server.local_addr().unwrap().to_string(), faults);
+    let (p, addr) = h.proxy("exact", &server.local_addr().unwrap().to_string(), faults);
 
     let up = payload(seed, up_len);
     let down = payload(seed + 1000, down_len);
@@ -25,7 +37,7 @@ async fn exchange(faults: Vec<FaultSpec>, seed: u64, up_len: usize, down_len: us
         let (s, _) = server.accept().await.unwrap();
         let (mut r, mut w) = s.into_split();
         let writer = tokio::spawn(async move {
-            write_chunked(&mut w, &down_for_server, seed + 7, 70_000).await;
+            write_chunked(&mut w, &down_for_server, seed + 7, max_chunk).await;
             w
         });
         let mut got = Vec::new();
@@ -38,7 +50,7 @@ async fn exchange(faults: Vec<FaultSpec>, seed: u64, up_len: usize, down_len: us
     let (mut r, mut w) = client.into_split();
     let up_clone = up.clone();
     let writer = tokio::spawn(async move {
-        write_chunked(&mut w, &up_clone, seed + 3, 50_000).await;
+        write_chunked(&mut w, &up_clone, seed + 3, max_chunk).await;
         w
     });
     let mut got = Vec::new();
@@ -55,6 +67,7 @@ async fn exchange(faults: Vec<FaultSpec>, seed: u64, up_len: usize, down_len: us
     assert!(got == down, "downstream bytes differ");
     assert_eq!(server_got.len(), up.len(), "upstream length");
     assert!(server_got == up, "upstream bytes differ");
+    p.stats().spliced.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 #[tokio::test]
@@ -66,6 +79,12 @@ async fn no_fault_is_byte_exact_both_ways() {
     exchange(vec![], 11, 0, 1000).await;
     exchange(vec![], 12, 1000, 0).await;
     exchange(vec![], 13, 0, 0).await;
+}
+
+#[tokio::test]
+async fn bulk_takes_the_zero_copy_path_and_stays_byte_exact() {
+    let spliced = exchange_with(vec![], 41, 24 << 20, 16 << 20, 1 << 20).await;
+    assert!(spliced > 0, "bulk transfer never switched to splice");
 }
 
 #[tokio::test]
@@ -123,4 +142,47 @@ async fn half_close_keeps_the_other_direction_open() {
     let mut reply = Vec::new();
     client.read_to_end(&mut reply).await.unwrap();
     assert_eq!(reply, b"late reply");
+}
+
+#[tokio::test]
+async fn a_fault_added_during_a_bulk_transfer_applies_and_loses_nothing() {
+    let h = Harness::new(5);
+    let data = std::sync::Arc::new(payload(77, 32 << 20));
+    let server = common::sender_server(data.clone()).await;
+    let (p, addr) = h.proxy("bulk-live", &server.to_string(), vec![]);
+    let mut client = common::connect(addr).await;
+    let mut got = Vec::with_capacity(data.len());
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut added = false;
+    let mut removed = false;
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(30), client.read(&mut buf))
+            .await
+            .expect("data keeps flowing")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if !added && got.len() > 8 << 20 {
+            h.registry
+                .add_fault(
+                    "bulk-live",
+                    fault(
+                        "slicer",
+                        Direction::Downstream,
+                        serde_json::json!({"average_size": 4096}),
+                    ),
+                )
+                .unwrap();
+            added = true;
+        }
+        if !removed && got.len() > 16 << 20 {
+            p.remove_fault("slicer_downstream").unwrap();
+            removed = true;
+        }
+    }
+    assert_eq!(got.len(), data.len());
+    assert!(got == *data, "bytes differ");
+    assert!(p.stats().spliced.load(std::sync::atomic::Ordering::Relaxed) > 0);
 }

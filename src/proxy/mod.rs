@@ -8,6 +8,7 @@
 
 pub mod pump;
 pub mod session;
+pub mod splice;
 
 use std::io;
 use std::net::SocketAddr;
@@ -66,6 +67,8 @@ pub struct ProxyStats {
     pub connect_errors: AtomicU64,
     /// Connections refused by a `refuse` fault.
     pub refused: AtomicU64,
+    /// Directions that moved to the zero-copy bulk path.
+    pub spliced: AtomicU64,
 }
 
 impl ProxyStats {

@@ -13,7 +13,8 @@ use std::io;
 use tokio::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::watch;
 
 use crate::faults::Direction;
@@ -60,6 +61,8 @@ pub struct PumpCtx<'a> {
     pub key: ChainKey,
     /// Bytes forwarded so far (live counter, read by metrics).
     pub on_bytes: &'a (dyn Fn(usize) + Sync),
+    /// Called when the direction moves to the zero-copy bulk path.
+    pub on_splice: &'a (dyn Fn() + Sync),
 }
 
 fn sides(dir: Direction) -> (Side, Side) {
@@ -69,12 +72,12 @@ fn sides(dir: Direction) -> (Side, Side) {
     }
 }
 
+/// Full reads in a row after which a direction counts as bulk and moves to
+/// `splice`: a request/response protocol rarely fills 64 KiB twice running.
+const BULK_AFTER: u32 = 4;
+
 /// Runs one direction until it ends. `src` is read, `dst` written.
-pub async fn pump<R, W>(src: &mut R, dst: &mut W, ctx: PumpCtx<'_>) -> Outcome
-where
-    R: AsyncRead + Unpin + ?Sized,
-    W: AsyncWrite + Unpin + ?Sized,
-{
+pub async fn pump(src: &mut ReadHalf<'_>, dst: &mut WriteHalf<'_>, ctx: PumpCtx<'_>) -> Outcome {
     let (src_side, dst_side) = sides(ctx.key.dir);
     let mut changes: watch::Receiver<u64> = ctx.board.subscribe();
     changes.mark_unchanged();
@@ -87,6 +90,8 @@ where
     let mut queue: VecDeque<Item> = VecDeque::new();
     let mut queued_bytes = 0usize;
     let mut reading = true;
+    let mut full_reads = 0u32;
+    let mut pipe: Option<super::splice::Pipe> = None;
 
     loop {
         // One wake-up registration per fault-set version, kept across reads:
@@ -95,7 +100,36 @@ where
         tokio::pin!(changed);
         let event = loop {
             if reading && queue.is_empty() && chain.is_passthrough() {
-                // Fast path.
+                if let Some(p) = &pipe {
+                    // Bulk fast path: socket -> pipe -> socket, in the kernel.
+                    tokio::select! {
+                        biased;
+                        r = &mut changed => break r,
+                        r = src.as_ref().readable() => if let Err(e) = r {
+                            return Outcome::Failed(src_side, e);
+                        },
+                    }
+                    let n = match p.fill(src.as_ref()) {
+                        Ok(0) => return finish(dst, dst_side).await,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Outcome::Failed(src_side, e),
+                    };
+                    let mut left = n;
+                    while left > 0 {
+                        if let Err(e) = dst.as_ref().writable().await {
+                            return Outcome::Failed(dst_side, e);
+                        }
+                        match p.drain(dst.as_ref(), left) {
+                            Ok(m) => left -= m,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                            Err(e) => return Outcome::Failed(dst_side, e),
+                        }
+                    }
+                    (ctx.on_bytes)(n);
+                    continue;
+                }
+                // Fast path: one buffer, one read, one write.
                 if fast_buf.is_empty() {
                     fast_buf = vec![0u8; FAST_BUF];
                 }
@@ -114,6 +148,19 @@ where
                     return Outcome::Failed(dst_side, e);
                 }
                 (ctx.on_bytes)(n);
+                if n == FAST_BUF {
+                    full_reads += 1;
+                    if full_reads >= BULK_AFTER {
+                        // Bulk: switch to splice (stay on copies if no pipe).
+                        pipe = super::splice::Pipe::new().ok();
+                        if pipe.is_some() {
+                            (ctx.on_splice)();
+                            fast_buf = Vec::new();
+                        }
+                    }
+                } else {
+                    full_reads = 0;
+                }
                 continue;
             }
 

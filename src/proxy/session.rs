@@ -79,6 +79,9 @@ async fn serve(mut client: TcpStream, proxy: &ProxyShared, conn: u64, token: Can
                 .bytes_downstream
                 .fetch_add(n as u64, Ordering::Relaxed);
         };
+        let spliced = || {
+            proxy.stats.spliced.fetch_add(1, Ordering::Relaxed);
+        };
         let key = |dir| ChainKey {
             proxy_seed: proxy.seed,
             conn,
@@ -91,6 +94,7 @@ async fn serve(mut client: TcpStream, proxy: &ProxyShared, conn: u64, token: Can
                 board: &proxy.board,
                 key: key(Direction::Upstream),
                 on_bytes: &count_up,
+                on_splice: &spliced,
             },
         );
         let down = pump::pump(
@@ -100,6 +104,7 @@ async fn serve(mut client: TcpStream, proxy: &ProxyShared, conn: u64, token: Can
                 board: &proxy.board,
                 key: key(Direction::Downstream),
                 on_bytes: &count_down,
+                on_splice: &spliced,
             },
         );
         tokio::pin!(up, down);

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::{RngExt, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shakedown::config::ProxyConfig;
 use shakedown::faults::{Direction, Fault, FaultSpec};
@@ -60,7 +60,9 @@ pub fn fault(kind: &str, dir: Direction, attrs: serde_json::Value) -> FaultSpec 
 /// Random bytes from a seed.
 pub fn payload(seed: u64, len: usize) -> Vec<u8> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..len).map(|_| rng.random::<u8>()).collect()
+    let mut out = vec![0u8; len];
+    rng.fill_bytes(&mut out);
+    out
 }
 
 /// Writes `data` in random-sized chunks (1..=max), then half-closes.
