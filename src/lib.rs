@@ -17,14 +17,21 @@
 //! - [`registry`]: the live proxies and faults, changed by the control
 //!   plane and read lock-free by the data path.
 //! - [`config`]: strict TOML models with `FILE:LINE:COL` errors.
+//! - [`api`]: the control API (Toxiproxy 2.12 compatible, native routes
+//!   under `/shakedown/v1/`, `/metrics`).
+//! - [`ctl`]: `shakedown ctl`, a client of that API.
+//! - [`observe`]: lock-free recording for metrics.
 //! - [`server`]: `shakedown serve`, wiring the pieces together.
 //!
 //! The data path knows nothing of the API, the runner or reports; they all
 //! talk to it through the registry.
 
+pub mod api;
 pub mod cli;
 pub mod config;
+pub mod ctl;
 pub mod faults;
+pub mod observe;
 pub mod proxy;
 pub mod registry;
 pub mod server;

@@ -3,7 +3,6 @@
 
 use std::io::IsTerminal;
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
@@ -14,7 +13,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
-    let cli = shakedown::cli::Cli::parse();
+    let cli = shakedown::cli::Cli::from_env();
     let threads = cli.runtime_threads();
     let runtime = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()

@@ -10,7 +10,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
@@ -36,14 +38,38 @@ pub enum RegistryError {
     /// No fault with that name on the proxy.
     #[error("toxic not found")]
     FaultNotFound,
-    /// The listen address could not be bound.
-    #[error("listen tcp {listen}: {source}")]
+    /// The listen address could not be bound (worded as Go words it).
+    #[error("listen tcp {}: bind: {}", resolved(listen), go_errno(source))]
     Bind {
         /// The address asked for.
         listen: String,
         /// Why it failed.
         source: io::Error,
     },
+}
+
+fn resolved(listen: &str) -> String {
+    use std::net::ToSocketAddrs;
+    listen
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .map_or_else(|| listen.to_string(), |a| a.to_string())
+}
+
+/// The text Go gives for common socket errors (Toxiproxy's clients and
+/// tests compare it), else the system's text without the errno suffix.
+fn go_errno(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => "address already in use".into(),
+        Some(libc::EACCES) => "permission denied".into(),
+        Some(libc::EADDRNOTAVAIL) => "cannot assign requested address".into(),
+        _ => {
+            let text = e.to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text);
+            text.to_lowercase()
+        }
+    }
 }
 
 /// A proxy's settings as they stand, for listing.
@@ -62,6 +88,7 @@ pub struct ProxyInfo {
 }
 
 /// All live proxies.
+#[derive(Debug)]
 pub struct Registry {
     seed: u64,
     proxies: Mutex<BTreeMap<String, Arc<Proxy>>>,
@@ -138,8 +165,42 @@ impl Registry {
 
     /// Adds a fault to a proxy; fails if the name is taken in either direction.
     pub fn add_fault(&self, proxy: &str, spec: FaultSpec) -> Result<(), RegistryError> {
+        self.add_fault_with_ttl(proxy, spec, None)
+    }
+
+    /// Adds a fault that removes itself after `ttl` (if given): a client
+    /// that crashes cannot leave it behind.
+    pub fn add_fault_with_ttl(
+        &self,
+        proxy: &str,
+        spec: FaultSpec,
+        ttl: Option<Duration>,
+    ) -> Result<(), RegistryError> {
         let p = self.get(proxy).ok_or(RegistryError::ProxyNotFound)?;
-        p.add_fault_uid(spec, self.uid())
+        let name = spec.name.clone();
+        p.add_fault_uid(spec, self.uid())?;
+        if let Some(ttl) = ttl {
+            p.set_fault_ttl(&name, Some(ttl))?;
+        }
+        Ok(())
+    }
+
+    /// Creates a proxy, or, if one of that name exists with the same listen
+    /// address and upstream, keeps it untouched (its faults and connections
+    /// too); otherwise the old one is stopped and replaced. Toxiproxy's
+    /// `/populate` rule.
+    pub fn add_or_replace(&self, cfg: &ProxyConfig) -> Result<Arc<Proxy>, RegistryError> {
+        if let Some(existing) = self.get(&cfg.name) {
+            let unchanged = {
+                let st = lock(&existing.state);
+                same_listen(&cfg.listen, &st) && cfg.upstream == st.upstream
+            };
+            if unchanged {
+                return Ok(existing);
+            }
+            self.remove_proxy(&cfg.name)?;
+        }
+        self.add_proxy(cfg)
     }
 
     /// The proxy of that name.
@@ -191,6 +252,7 @@ impl Registry {
     }
 }
 
+#[derive(Debug)]
 struct ProxyState {
     listen: String,
     upstream: String,
@@ -200,6 +262,7 @@ struct ProxyState {
 }
 
 /// One live proxy.
+#[derive(Debug)]
 pub struct Proxy {
     shared: Arc<ProxyShared>,
     state: Mutex<ProxyState>,
@@ -308,7 +371,11 @@ impl Proxy {
             }
             info!(proxy = %self.shared.name, fault = %spec.name, kind = spec.fault.kind(), direction = %spec.direction, "fault added");
             set.direction_mut(spec.direction)
-                .push(Arc::new(ActiveFault { uid, spec }));
+                .push(Arc::new(ActiveFault {
+                    uid,
+                    spec,
+                    expires: None,
+                }));
             Ok(())
         })
     }
@@ -331,6 +398,7 @@ impl Proxy {
                     *slot = Arc::new(ActiveFault {
                         uid: slot.uid,
                         spec: spec.clone(),
+                        expires: slot.expires,
                     });
                     return Ok(spec);
                 }
@@ -352,6 +420,67 @@ impl Proxy {
             }
             Err(RegistryError::FaultNotFound)
         })
+    }
+
+    /// Sets or clears a fault's time to live, counted from now. A timer
+    /// removes it when the time comes, unless the TTL was changed since.
+    pub fn set_fault_ttl(&self, name: &str, ttl: Option<Duration>) -> Result<(), RegistryError> {
+        let expires = ttl.map(|t| Instant::now() + t);
+        let uid = self.shared.board.update(|set| {
+            for dir in crate::faults::Direction::BOTH {
+                if let Some(slot) = set
+                    .direction_mut(dir)
+                    .iter_mut()
+                    .find(|f| f.spec.name == name)
+                {
+                    *slot = Arc::new(ActiveFault {
+                        uid: slot.uid,
+                        spec: slot.spec.clone(),
+                        expires,
+                    });
+                    return Ok(slot.uid);
+                }
+            }
+            Err(RegistryError::FaultNotFound)
+        })?;
+        if let Some(at) = expires {
+            let shared = self.shared.clone();
+            let name = name.to_string();
+            let token = self.shutdown.clone();
+            self.tracker.spawn(async move {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep_until(at) => {}
+                }
+                let removed = shared.board.update(|set| {
+                    for dir in crate::faults::Direction::BOTH {
+                        let chain = set.direction_mut(dir);
+                        if let Some(i) = chain
+                            .iter()
+                            .position(|f| f.uid == uid && f.expires == Some(at))
+                        {
+                            chain.remove(i);
+                            return true;
+                        }
+                    }
+                    false
+                });
+                if removed {
+                    info!(proxy = %shared.name, fault = %name, "fault expired (ttl)");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Every fault with when it expires (if it has a TTL), in list order.
+    pub fn faults_with_expiry(&self) -> Vec<(FaultSpec, Option<Instant>)> {
+        self.shared
+            .board
+            .snapshot()
+            .iter()
+            .map(|f| (f.spec.clone(), f.expires))
+            .collect()
     }
 
     /// One fault by name.

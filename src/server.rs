@@ -1,14 +1,16 @@
-//! `shakedown serve`: start every proxy of a config and run until told to
-//! stop, then stop accepting, close connections and wait for them (bounded).
+//! `shakedown serve`: start every proxy of a config and the control API,
+//! run until told to stop, then stop accepting, close connections and wait
+//! for them (bounded).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::api::{self, ApiState, Secret};
 use crate::config::ServeConfig;
 use crate::registry::Registry;
 
@@ -18,8 +20,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Options of `serve` besides the config.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
-    /// Where the control API listens (reserved: the API is a later step).
-    pub api_addr: SocketAddr,
+    /// Host (name or address) the control API listens on.
+    pub api_host: String,
+    /// Port of the control API (0 picks a free one).
+    pub api_port: u16,
+    /// Bearer token required on mutating API requests.
+    pub api_token: Option<String>,
     /// Seed of every random decision.
     pub seed: u64,
 }
@@ -34,7 +40,7 @@ pub fn start(
     let registry = Registry::new(seed, shutdown);
     for p in &config.proxies {
         registry
-            .add_proxy(p)
+            .add_or_replace(p)
             .with_context(|| format!("starting proxy `{}`", p.name))?;
         if !p.enabled {
             info!(proxy = %p.name, "proxy configured but disabled");
@@ -49,11 +55,26 @@ pub async fn run(
     opts: ServeOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    info!(seed = opts.seed, api = %opts.api_addr, proxies = config.proxies.len(), "starting shakedown");
+    info!(
+        seed = opts.seed,
+        proxies = config.proxies.len(),
+        "starting shakedown"
+    );
+    let api_listener = TcpListener::bind((opts.api_host.as_str(), opts.api_port))
+        .await
+        .with_context(|| {
+            format!(
+                "control API: cannot listen on {}:{}",
+                opts.api_host, opts.api_port
+            )
+        })?;
     let registry = start(&config, opts.seed, shutdown.clone())?;
+    let state = ApiState::new(registry.clone(), opts.api_token.map(Secret::new));
+    let api_task = tokio::spawn(api::serve(api_listener, state, shutdown.clone()));
     shutdown.cancelled().await;
     info!("shutting down");
     registry.shutdown();
+    let _ = api_task.await;
     if tokio::time::timeout(SHUTDOWN_GRACE, registry.tracker().wait())
         .await
         .is_err()

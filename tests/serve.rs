@@ -53,8 +53,8 @@ fn serve(upstream: SocketAddr, nofile: Option<u32>) -> (Server, SocketAddr) {
     .unwrap();
     let bin = env!("CARGO_BIN_EXE_shakedown");
     let script = match nofile {
-        Some(n) => format!("ulimit -n {n} && exec \"$0\" serve --config \"$1\" --seed 1"),
-        None => "exec \"$0\" serve --config \"$1\" --seed 1".to_string(),
+        Some(n) => format!("ulimit -n {n} && exec \"$0\" serve --config \"$1\" --seed 1 --port 0"),
+        None => "exec \"$0\" serve --config \"$1\" --seed 1 --port 0".to_string(),
     };
     let mut child = Command::new("bash")
         .args(["-c", &script, bin, cfg.to_str().unwrap()])

@@ -177,6 +177,73 @@ pub fn parse_serve_config(file: &str, src: &str) -> Result<ServeConfig, ConfigEr
     }
 }
 
+/// Reads a Toxiproxy JSON config (`toxiproxy-server -config FILE`): the
+/// same array `/populate` takes, `[{"name", "listen", "upstream",
+/// "enabled"}]`. Keys match case-insensitively and unknown keys are ignored,
+/// as Go reads them; a missing name or upstream is an error.
+pub fn load_populate_json(path: &Path) -> Result<Vec<ProxyConfig>, ConfigErrors> {
+    let file = path.display().to_string();
+    let fail = |line: usize, col: usize, message: String| {
+        ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            line,
+            col,
+            message,
+        }])
+    };
+    let src =
+        std::fs::read_to_string(path).map_err(|e| fail(1, 1, format!("cannot read file: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&src).map_err(|e| fail(e.line(), e.column(), e.to_string()))?;
+    let serde_json::Value::Array(items) = value else {
+        return Err(fail(1, 1, "expected a JSON array of proxies".into()));
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let n = i + 1;
+        let serde_json::Value::Object(obj) = item else {
+            return Err(fail(1, 1, format!("proxy {n} is not a JSON object")));
+        };
+        let get = |key: &str| {
+            obj.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v)
+        };
+        let text = |key: &str| -> Result<String, ConfigErrors> {
+            match get(key) {
+                None | Some(serde_json::Value::Null) => Ok(String::new()),
+                Some(serde_json::Value::String(s)) => Ok(s.clone()),
+                Some(_) => Err(fail(1, 1, format!("`{key}` of proxy {n} must be a string"))),
+            }
+        };
+        let name = text("name")?;
+        let upstream = text("upstream")?;
+        for (field, v) in [("name", &name), ("upstream", &upstream)] {
+            if v.is_empty() {
+                return Err(fail(
+                    1,
+                    1,
+                    format!("missing required field: {field} at proxy {n}"),
+                ));
+            }
+        }
+        let mut cfg = ProxyConfig::new(&name, &text("listen")?, &upstream);
+        cfg.enabled = match get("enabled") {
+            None | Some(serde_json::Value::Null) => true,
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(fail(
+                    1,
+                    1,
+                    format!("`enabled` of proxy {n} must be a boolean"),
+                ));
+            }
+        };
+        out.push(cfg);
+    }
+    Ok(out)
+}
+
 /// Checks a `host:port` address: an IPv4 address, a bracketed IPv6 address
 /// or a host name, then a port number.
 pub fn check_addr(addr: &str) -> Result<(), String> {

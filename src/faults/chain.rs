@@ -74,6 +74,8 @@ pub struct ActiveFault {
     pub uid: u64,
     /// What the fault is.
     pub spec: FaultSpec,
+    /// When the fault removes itself (a TTL set through the API).
+    pub expires: Option<Instant>,
 }
 
 /// The faults of one proxy, per direction, in creation order.
@@ -108,13 +110,15 @@ impl FaultSet {
     }
 
     /// Whether a new connection is refused: a `refuse` fault whose toxicity
-    /// draw for this connection hits.
-    pub fn refuses(&self, proxy_seed: u64, conn: u64) -> bool {
-        self.iter().any(|f| {
-            matches!(f.spec.fault, Fault::Refuse(_))
-                && random::toxicity_draw(proxy_seed, conn, f.spec.direction, &f.spec.name)
-                    < f.spec.toxicity
-        })
+    /// draw for this connection hits. Returns that fault's kind index.
+    pub fn refuses(&self, proxy_seed: u64, conn: u64) -> Option<usize> {
+        self.iter()
+            .find(|f| {
+                matches!(f.spec.fault, Fault::Refuse(_))
+                    && random::toxicity_draw(proxy_seed, conn, f.spec.direction, &f.spec.name)
+                        < f.spec.toxicity
+            })
+            .map(|f| f.spec.fault.kind_index())
     }
 
     /// Whether no fault at all is configured (the fast path for new
@@ -208,9 +212,15 @@ impl Chain {
     }
 
     /// Brings the chain in line with `faults`, keeping the state of faults
-    /// still present. Returns a control item when a removed fault must end
+    /// still present; `activated` is told the kind index of each fault that
+    /// newly acts here. Returns a control item when a removed fault must end
     /// the connection (a `timeout` that dropped data).
-    pub fn rebuild(&mut self, faults: &[Arc<ActiveFault>], now: Instant) -> Option<Item> {
+    pub fn rebuild(
+        &mut self,
+        faults: &[Arc<ActiveFault>],
+        now: Instant,
+        activated: &dyn Fn(usize),
+    ) -> Option<Item> {
         let mut old = std::mem::take(&mut self.stages);
         for fault in faults {
             if fault.spec.fault.is_connect_fault() {
@@ -239,6 +249,9 @@ impl Chain {
                     };
                     if let Fault::Timeout(t) = &fault.spec.fault {
                         t.arm(&mut s.state, now);
+                    }
+                    if s.active() {
+                        activated(fault.spec.fault.kind_index());
                     }
                     s
                 }
@@ -347,6 +360,7 @@ mod tests {
                 Arc::new(ActiveFault {
                     uid: i as u64,
                     spec,
+                    expires: None,
                 })
             })
             .collect()
@@ -369,7 +383,7 @@ mod tests {
         let faults = board_with(vec![Fault::Bandwidth(Bandwidth { rate: 10 })]);
         let mut chain = Chain::new(key());
         let t0 = Instant::now();
-        chain.rebuild(&faults, t0);
+        chain.rebuild(&faults, t0, &|_| {});
         let mut out = VecDeque::new();
         // 10 KB/s: 1000 bytes per 100 ms piece; 2500 bytes => 3 pieces.
         chain.feed(
@@ -396,7 +410,7 @@ mod tests {
         let faults = board_with(vec![Fault::LimitData(LimitData { bytes: 10 })]);
         let mut chain = Chain::new(key());
         let t0 = Instant::now();
-        chain.rebuild(&faults, t0);
+        chain.rebuild(&faults, t0, &|_| {});
         let mut out = VecDeque::new();
         chain.feed(
             Item {
@@ -406,7 +420,7 @@ mod tests {
             t0,
             &mut out,
         );
-        chain.rebuild(&faults, t0);
+        chain.rebuild(&faults, t0, &|_| {});
         chain.feed(
             Item {
                 at: t0,
@@ -433,7 +447,7 @@ mod tests {
         })]);
         let mut chain = Chain::new(key());
         let t0 = Instant::now();
-        chain.rebuild(&faults, t0);
+        chain.rebuild(&faults, t0, &|_| {});
         let mut out = VecDeque::new();
         chain.feed(
             Item {
@@ -444,7 +458,7 @@ mod tests {
             &mut out,
         );
         assert!(out.is_empty(), "timeout drops data");
-        let action = chain.rebuild(&[], t0);
+        let action = chain.rebuild(&[], t0, &|_| {});
         assert!(matches!(action.map(|i| i.payload), Some(Payload::Close)));
     }
 }

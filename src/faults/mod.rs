@@ -146,6 +146,12 @@ impl Fault {
         }
     }
 
+    /// The kind's position in [`KINDS`] (for per-kind counters).
+    pub fn kind_index(&self) -> usize {
+        let kind = self.kind();
+        KINDS.iter().position(|(k, _)| *k == kind).unwrap_or(0)
+    }
+
     /// The attribute names a kind accepts, or `None` for an unknown kind.
     pub fn attribute_names(kind: &str) -> Option<&'static [&'static str]> {
         KINDS.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a)

@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::faults::Direction;
 use crate::faults::chain::FaultBoard;
+use crate::faults::{Direction, KINDS};
+use crate::observe::Histogram;
 
 /// Default time allowed to connect to the upstream before the client is
 /// dropped: long enough for a loaded server, short enough that a black-holed
@@ -59,24 +60,45 @@ pub struct ProxyStats {
     pub connections_total: AtomicU64,
     /// Connections open now.
     pub connections_active: AtomicU64,
-    /// Bytes forwarded client to server.
-    pub bytes_upstream: AtomicU64,
-    /// Bytes forwarded server to client.
-    pub bytes_downstream: AtomicU64,
+    /// Client to server traffic.
+    pub upstream: DirStats,
+    /// Server to client traffic.
+    pub downstream: DirStats,
     /// Failed upstream dials (refused, unreachable or timed out).
     pub connect_errors: AtomicU64,
+    /// Time to establish upstream connections.
+    pub connect_time: Histogram,
     /// Connections refused by a `refuse` fault.
     pub refused: AtomicU64,
     /// Directions that moved to the zero-copy bulk path.
     pub spliced: AtomicU64,
+    /// Times a fault became active on a connection direction (or refused
+    /// one), per kind, indexed like [`crate::faults::KINDS`].
+    pub activations: [AtomicU64; KINDS.len()],
+}
+
+/// Byte counters of one direction.
+#[derive(Debug, Default)]
+pub struct DirStats {
+    /// Bytes read from the source.
+    pub received: AtomicU64,
+    /// Bytes written to the destination.
+    pub sent: AtomicU64,
 }
 
 impl ProxyStats {
-    /// The byte counter of one direction.
-    pub fn bytes(&self, dir: Direction) -> &AtomicU64 {
+    /// The counters of one direction.
+    pub fn dir(&self, dir: Direction) -> &DirStats {
         match dir {
-            Direction::Upstream => &self.bytes_upstream,
-            Direction::Downstream => &self.bytes_downstream,
+            Direction::Upstream => &self.upstream,
+            Direction::Downstream => &self.downstream,
+        }
+    }
+
+    /// Counts a fault activation of the kind at `kind_index` in `KINDS`.
+    pub fn activated(&self, kind_index: usize) {
+        if let Some(c) = self.activations.get(kind_index) {
+            c.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -103,14 +125,48 @@ impl ProxyShared {
 /// Binds a listen address such as `127.0.0.1:6432` or `localhost:0`.
 ///
 /// Binding is synchronous (std) so that the caller learns of an address in
-/// use before it reports the proxy as started.
+/// use before it reports the proxy as started. As Go does (and so
+/// Toxiproxy), an empty host or `0.0.0.0` listens on every interface, IPv6
+/// and IPv4 alike, and reports itself as `[::]:port`; an empty address
+/// picks a free port on every interface.
 pub fn bind(listen: &str) -> io::Result<TcpListener> {
-    let std_listener = std::net::TcpListener::bind(listen)?;
+    let std_listener = match listen.rsplit_once(':') {
+        Some(("" | "0.0.0.0", port)) => bind_any(port)?,
+        None if listen.is_empty() => bind_any("0")?,
+        _ => std::net::TcpListener::bind(listen)?,
+    };
     std_listener.set_nonblocking(true)?;
     TcpListener::from_std(std_listener)
 }
 
+fn bind_any(port: &str) -> io::Result<std::net::TcpListener> {
+    let port: u16 = port.parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid port {port:?}"),
+        )
+    })?;
+    let dual = || -> io::Result<std::net::TcpListener> {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV6, Type::STREAM, None)?;
+        s.set_only_v6(false)?;
+        s.set_reuse_address(true)?;
+        s.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)).into())?;
+        s.listen(1024)?;
+        Ok(s.into())
+    };
+    match dual() {
+        Ok(l) => Ok(l),
+        // No IPv6 on this host: every IPv4 interface.
+        Err(e) if e.kind() != io::ErrorKind::AddrInUse => {
+            std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// A running listener of one proxy.
+#[derive(Debug)]
 pub struct Listener {
     /// The address actually bound (port 0 resolved).
     pub local_addr: SocketAddr,

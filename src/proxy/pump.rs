@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
 use bytes::BytesMut;
@@ -17,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::watch;
 
+use super::{DirStats, ProxyStats};
 use crate::faults::Direction;
 use crate::faults::chain::{Chain, ChainKey, FaultBoard, Item, Payload};
 
@@ -59,10 +61,8 @@ pub struct PumpCtx<'a> {
     pub board: &'a FaultBoard,
     /// Seeded identity of this direction.
     pub key: ChainKey,
-    /// Bytes forwarded so far (live counter, read by metrics).
-    pub on_bytes: &'a (dyn Fn(usize) + Sync),
-    /// Called when the direction moves to the zero-copy bulk path.
-    pub on_splice: &'a (dyn Fn() + Sync),
+    /// The proxy's live counters.
+    pub stats: &'a ProxyStats,
 }
 
 fn sides(dir: Direction) -> (Side, Side) {
@@ -79,10 +79,20 @@ const BULK_AFTER: u32 = 4;
 /// Runs one direction until it ends. `src` is read, `dst` written.
 pub async fn pump(src: &mut ReadHalf<'_>, dst: &mut WriteHalf<'_>, ctx: PumpCtx<'_>) -> Outcome {
     let (src_side, dst_side) = sides(ctx.key.dir);
+    let dir_stats: &DirStats = ctx.stats.dir(ctx.key.dir);
+    let count = |n: usize| {
+        dir_stats.received.fetch_add(n as u64, Ordering::Relaxed);
+        dir_stats.sent.fetch_add(n as u64, Ordering::Relaxed);
+    };
+    let activated = |i: usize| ctx.stats.activated(i);
     let mut changes: watch::Receiver<u64> = ctx.board.subscribe();
     changes.mark_unchanged();
     let mut chain = Chain::new(ctx.key);
-    if let Some(item) = chain.rebuild(ctx.board.snapshot().direction(ctx.key.dir), Instant::now()) {
+    if let Some(item) = chain.rebuild(
+        ctx.board.snapshot().direction(ctx.key.dir),
+        Instant::now(),
+        &activated,
+    ) {
         return control(item);
     }
     let mut fast_buf: Vec<u8> = Vec::new();
@@ -126,7 +136,7 @@ pub async fn pump(src: &mut ReadHalf<'_>, dst: &mut WriteHalf<'_>, ctx: PumpCtx<
                             Err(e) => return Outcome::Failed(dst_side, e),
                         }
                     }
-                    (ctx.on_bytes)(n);
+                    count(n);
                     continue;
                 }
                 // Fast path: one buffer, one read, one write.
@@ -147,14 +157,14 @@ pub async fn pump(src: &mut ReadHalf<'_>, dst: &mut WriteHalf<'_>, ctx: PumpCtx<
                 if let Err(e) = dst.write_all(&fast_buf[..n]).await {
                     return Outcome::Failed(dst_side, e);
                 }
-                (ctx.on_bytes)(n);
+                count(n);
                 if n == FAST_BUF {
                     full_reads += 1;
                     if full_reads >= BULK_AFTER {
                         // Bulk: switch to splice (stay on copies if no pipe).
                         pipe = super::splice::Pipe::new().ok();
                         if pipe.is_some() {
-                            (ctx.on_splice)();
+                            ctx.stats.spliced.fetch_add(1, Ordering::Relaxed);
                             fast_buf = Vec::new();
                         }
                     }
@@ -175,7 +185,9 @@ pub async fn pump(src: &mut ReadHalf<'_>, dst: &mut WriteHalf<'_>, ctx: PumpCtx<
                             if let Err(e) = dst.write_all(&bytes).await {
                                 return Outcome::Failed(dst_side, e);
                             }
-                            (ctx.on_bytes)(bytes.len());
+                            dir_stats
+                                .sent
+                                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                         }
                         Payload::Eof => return finish(dst, dst_side).await,
                         Payload::Close => return Outcome::Close,
@@ -211,7 +223,8 @@ pub async fn pump(src: &mut ReadHalf<'_>, dst: &mut WriteHalf<'_>, ctx: PumpCtx<
                             reading = false;
                             chain.feed(Item { at: now, payload: Payload::Eof }, now, &mut queue);
                         }
-                        Ok(_) => {
+                        Ok(n) => {
+                            dir_stats.received.fetch_add(n as u64, Ordering::Relaxed);
                             let data = read_buf.split().freeze();
                             let before = queue.len();
                             chain.feed(Item { at: now, payload: Payload::Data(data) }, now, &mut queue);
@@ -234,7 +247,7 @@ pub async fn pump(src: &mut ReadHalf<'_>, dst: &mut WriteHalf<'_>, ctx: PumpCtx<
         }
         let now = Instant::now();
         let set = ctx.board.snapshot();
-        if let Some(item) = chain.rebuild(set.direction(ctx.key.dir), now) {
+        if let Some(item) = chain.rebuild(set.direction(ctx.key.dir), now, &activated) {
             return control(item);
         }
         // Flush what the faults held: stream items are due at once; control

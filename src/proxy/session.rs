@@ -36,14 +36,16 @@ pub async fn run(
 }
 
 async fn serve(mut client: TcpStream, proxy: &ProxyShared, conn: u64, token: CancellationToken) {
-    if proxy.board.snapshot().refuses(proxy.seed, conn) {
+    if let Some(kind) = proxy.board.snapshot().refuses(proxy.seed, conn) {
         proxy.stats.refused.fetch_add(1, Ordering::Relaxed);
+        proxy.stats.activated(kind);
         debug!("refused by fault");
         reset(&client);
         return;
     }
     let _ = client.set_nodelay(true);
     let target = proxy.upstream.load_full();
+    let started = tokio::time::Instant::now();
     let dial = tokio::time::timeout(proxy.connect_timeout, TcpStream::connect(target.as_str()));
     let mut upstream = tokio::select! {
         _ = token.cancelled() => return,
@@ -61,27 +63,13 @@ async fn serve(mut client: TcpStream, proxy: &ProxyShared, conn: u64, token: Can
             }
         }
     };
+    proxy.stats.connect_time.observe(started.elapsed());
     let _ = upstream.set_nodelay(true);
     debug!(upstream = %target, "connected");
 
     let outcome = {
         let (mut cr, mut cw) = client.split();
         let (mut ur, mut uw) = upstream.split();
-        let count_up = |n: usize| {
-            proxy
-                .stats
-                .bytes_upstream
-                .fetch_add(n as u64, Ordering::Relaxed);
-        };
-        let count_down = |n: usize| {
-            proxy
-                .stats
-                .bytes_downstream
-                .fetch_add(n as u64, Ordering::Relaxed);
-        };
-        let spliced = || {
-            proxy.stats.spliced.fetch_add(1, Ordering::Relaxed);
-        };
         let key = |dir| ChainKey {
             proxy_seed: proxy.seed,
             conn,
@@ -93,8 +81,7 @@ async fn serve(mut client: TcpStream, proxy: &ProxyShared, conn: u64, token: Can
             PumpCtx {
                 board: &proxy.board,
                 key: key(Direction::Upstream),
-                on_bytes: &count_up,
-                on_splice: &spliced,
+                stats: &proxy.stats,
             },
         );
         let down = pump::pump(
@@ -103,8 +90,7 @@ async fn serve(mut client: TcpStream, proxy: &ProxyShared, conn: u64, token: Can
             PumpCtx {
                 board: &proxy.board,
                 key: key(Direction::Downstream),
-                on_bytes: &count_down,
-                on_splice: &spliced,
+                stats: &proxy.stats,
             },
         );
         tokio::pin!(up, down);

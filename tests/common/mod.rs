@@ -149,3 +149,30 @@ pub async fn read_all(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Result<()
         ),
     }
 }
+
+pub mod http;
+
+/// A registry with the control API on 127.0.0.1:0.
+pub struct ApiHarness {
+    pub h: Harness,
+    pub addr: SocketAddr,
+    pub state: Arc<shakedown::api::ApiState>,
+}
+
+impl ApiHarness {
+    pub async fn start(token: Option<&str>) -> Self {
+        let h = Harness::new(7);
+        let state = shakedown::api::ApiState::new(
+            h.registry.clone(),
+            token.map(|t| shakedown::api::Secret::new(t.to_string())),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(shakedown::api::serve(
+            listener,
+            state.clone(),
+            h.token.clone(),
+        ));
+        Self { h, addr, state }
+    }
+}
