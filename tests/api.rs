@@ -658,3 +658,19 @@ async fn native_routes_info_stats_clear_and_lease() {
     }
     assert_eq!(get(a.addr, "/shakedown/v1/lease").await.status, 404);
 }
+
+#[tokio::test]
+async fn all_interfaces_and_empty_listen_normalise_as_go_does() {
+    let a = ApiHarness::start(None).await;
+    let v = create(a.addr, "any", "0.0.0.0:0", "localhost:1").await;
+    let listen = v["listen"].as_str().unwrap();
+    assert!(
+        listen.starts_with("[::]:") || listen.starts_with("0.0.0.0:"),
+        "{listen}"
+    );
+    assert!(!listen.ends_with(":0"));
+    let port = listen.rsplit(':').next().unwrap();
+    assert!(is_up(&format!("127.0.0.1:{port}")), "reachable over IPv4");
+    let v = create(a.addr, "empty", "", "localhost:1").await;
+    assert!(!v["listen"].as_str().unwrap().ends_with(":0"));
+}

@@ -156,3 +156,56 @@ async fn accept_loop_survives_running_out_of_file_descriptors() {
         "EMFILE was never hit; raise the connection count. Log: {log:?}"
     );
 }
+
+#[tokio::test]
+async fn starts_unchanged_from_a_toxiproxy_server_command_line() {
+    let echo = echo_server().await;
+    let dir = std::env::temp_dir().join(format!("shakedown-tps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = TempDir(dir.clone());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let json = dir.join("toxiproxy.json");
+    std::fs::write(
+        &json,
+        format!(
+            r#"[{{"name":"echo","listen":"127.0.0.1:{port}","upstream":"{echo}","enabled":true}}]"#
+        ),
+    )
+    .unwrap();
+    // Exactly as a toxiproxy-server launch script passes them.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shakedown"))
+        .arg("-host=127.0.0.1")
+        .arg(format!("-port={api_port}"))
+        .arg(format!("-config={}", json.display()))
+        .arg("-proxy-metrics")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let t = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", api_port))
+        .await
+        .is_err()
+    {
+        assert!(t.elapsed() < Duration::from_secs(20), "API never came up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    echo_once(addr, b"populated from -config").await;
+    let r = common::http::get(
+        format!("127.0.0.1:{api_port}").parse().unwrap(),
+        "/proxies/echo",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
