@@ -30,7 +30,8 @@
 # Environment (defaults in brackets): T [10], ROUNDS [3], CLIENTS [8],
 # THREADS [2], SCALE [10], PGUSER [postgres], BENCH_DB [shakedown_bench],
 # PG_PORT [5432], PROXY_PG_PORT [6432], IPERF_PORT [5201],
-# PROXY_IPERF_PORT [15201], READY_TIMEOUT [15] seconds.
+# PROXY_IPERF_PORT [15201], READY_TIMEOUT [15] seconds,
+# SHAKEDOWN_THREADS [1] (shakedown's --threads).
 
 set -euo pipefail
 
@@ -54,6 +55,7 @@ fi
 T=${T:-10}
 ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-8}
+SHAKEDOWN_THREADS=${SHAKEDOWN_THREADS:-1}
 THREADS=${THREADS:-2}
 SCALE=${SCALE:-10}
 PGUSER=${PGUSER:-postgres}
@@ -165,7 +167,7 @@ EOF
 
 # Warn level: per-connection logging must not be part of what is measured.
 RUST_LOG=${RUST_LOG:-warn} "$bin" serve --config "$work/relay.toml" --seed 1 \
-    >"$work/shakedown.log" 2>&1 &
+    --port 0 --threads "$SHAKEDOWN_THREADS" >"$work/shakedown.log" 2>&1 &
 shakedown_pid=$!
 # Started before the iperf3 server, so the probe connections relayed to port
 # IPERF_PORT find nothing there instead of upsetting iperf3.
