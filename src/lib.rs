@@ -21,6 +21,8 @@
 //!   under `/shakedown/v1/`, `/metrics`).
 //! - [`ctl`]: `shakedown ctl`, a client of that API.
 //! - [`observe`]: lock-free recording for metrics.
+//! - [`postgres`]: PostgreSQL wire protocol framing, SQLSTATEs and
+//!   statement classification for the PostgreSQL-aware layer (pure code).
 //! - [`server`]: `shakedown serve`, wiring the pieces together.
 //!
 //! The data path knows nothing of the API, the runner or reports; they all
@@ -32,6 +34,7 @@ pub mod config;
 pub mod ctl;
 pub mod faults;
 pub mod observe;
+pub mod postgres;
 pub mod proxy;
 pub mod registry;
 pub mod server;
