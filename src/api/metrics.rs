@@ -18,6 +18,8 @@ use prometheus::{Encoder, TextEncoder};
 
 use super::{ApiState, Body, error};
 use crate::faults::{Direction, KINDS};
+use crate::observe::histogram::HistogramSnapshot;
+use crate::observe::pg::{PgStats, STATEMENT_KINDS, Source};
 use crate::registry::Registry;
 
 /// Serves the metrics of every proxy.
@@ -81,6 +83,30 @@ impl Family {
             g.set_value(v);
             m.set_gauge(g);
         });
+    }
+
+    fn histogram(&mut self, labels: &[(&str, &str)], snap: &HistogramSnapshot) {
+        self.push(labels, |m| {
+            let mut h = Histogram::default();
+            h.set_sample_count(snap.count);
+            h.set_sample_sum(snap.sum);
+            h.set_bucket(
+                snap.buckets
+                    .iter()
+                    .map(|(le, c)| {
+                        let mut b = Bucket::default();
+                        b.set_upper_bound(*le);
+                        b.set_cumulative_count(*c);
+                        b
+                    })
+                    .collect(),
+            );
+            m.set_histogram(h);
+        });
+    }
+
+    fn into_family(self) -> Option<MetricFamily> {
+        (!self.mf.get_metric().is_empty()).then_some(self.mf)
     }
 }
 
@@ -152,24 +178,7 @@ pub fn gather(registry: &Registry) -> Vec<MetricFamily> {
             received.counter(&labels, d.received.load(Ordering::Relaxed));
             sent.counter(&labels, s);
         }
-        let snap = stats.connect_time.snapshot();
-        connect_time.push(&p, |m| {
-            let mut h = Histogram::default();
-            h.set_sample_count(snap.count);
-            h.set_sample_sum(snap.sum);
-            h.set_bucket(
-                snap.buckets
-                    .iter()
-                    .map(|(le, c)| {
-                        let mut b = Bucket::default();
-                        b.set_upper_bound(*le);
-                        b.set_cumulative_count(*c);
-                        b
-                    })
-                    .collect(),
-            );
-            m.set_histogram(h);
-        });
+        connect_time.histogram(&p, &stats.connect_time.snapshot());
         let mut per_kind: BTreeMap<&str, u64> = BTreeMap::new();
         for spec in proxy.faults() {
             *per_kind.entry(spec.fault.kind()).or_default() += 1;
@@ -197,7 +206,171 @@ pub fn gather(registry: &Registry) -> Vec<MetricFamily> {
         sent,
     ]
     .into_iter()
-    .map(|f| f.mf)
-    .filter(|mf| !mf.get_metric().is_empty())
+    .filter_map(Family::into_family)
     .collect()
+}
+
+/// Builds the metric families of PostgreSQL-aware proxies from their
+/// [`PgStats`], one `(proxy name, stats)` pair each.
+///
+/// Kept apart from [`gather`] until the proxies own their `PgStats`; the
+/// caller appends the result to `gather`'s. Labels stay bounded: proxy,
+/// statement kind, SQLSTATE (at most `SQLSTATE_CODES` + 2 values per
+/// proxy), source and outcome.
+pub fn pg_families(proxies: &[(&str, &PgStats)]) -> Vec<MetricFamily> {
+    use MetricType::{COUNTER, GAUGE, HISTOGRAM};
+    let mut queries = Family::new(
+        "shakedown_pg_queries_total",
+        "PostgreSQL queries answered (simple queries and extended batches), by statement kind.",
+        COUNTER,
+    );
+    let mut duration = Family::new(
+        "shakedown_pg_query_duration_seconds",
+        "Time from a query frame to its ReadyForQuery.",
+        HISTOGRAM,
+    );
+    let mut errors = Family::new(
+        "shakedown_pg_errors_total",
+        "ErrorResponses seen by clients, by SQLSTATE and source (server or injected).",
+        COUNTER,
+    );
+    let mut active = Family::new(
+        "shakedown_pg_sessions_active",
+        "PostgreSQL sessions open now.",
+        GAUGE,
+    );
+    let mut sessions = Family::new(
+        "shakedown_pg_sessions_total",
+        "PostgreSQL sessions started.",
+        COUNTER,
+    );
+    let mut rejected = Family::new(
+        "shakedown_pg_sessions_rejected_total",
+        "New sessions refused, by a fault (injected) or by the server's FATAL at startup.",
+        COUNTER,
+    );
+    let mut transactions = Family::new(
+        "shakedown_pg_transactions_total",
+        "Transactions ended, by outcome.",
+        COUNTER,
+    );
+
+    for (name, stats) in proxies {
+        let name = *name;
+        let p = [("proxy", name)];
+        let snap = stats.snapshot();
+        let c = &snap.counts;
+        for kind in STATEMENT_KINDS {
+            let n = c.queries.get(kind).copied().unwrap_or(0);
+            queries.counter(&[("proxy", name), ("statement", kind)], n);
+        }
+        duration.histogram(&p, &stats.latency_histogram());
+        for e in &c.errors_by_sqlstate {
+            let labels = [
+                ("proxy", name),
+                ("sqlstate", e.sqlstate.as_str()),
+                ("source", e.source.as_str()),
+            ];
+            errors.counter(&labels, e.count);
+        }
+        active.gauge(&p, snap.sessions_active as f64);
+        sessions.counter(&p, c.sessions_started);
+        for (source, n) in [
+            (Source::Server, c.sessions_rejected.server),
+            (Source::Injected, c.sessions_rejected.injected),
+        ] {
+            rejected.counter(&[("proxy", name), ("source", source.as_str())], n);
+        }
+        for (outcome, n) in [
+            ("committed", c.transactions_committed),
+            ("rolled_back", c.transactions_rolled_back),
+        ] {
+            transactions.counter(&[("proxy", name), ("outcome", outcome)], n);
+        }
+    }
+    [
+        queries,
+        duration,
+        errors,
+        active,
+        sessions,
+        rejected,
+        transactions,
+    ]
+    .into_iter()
+    .filter_map(Family::into_family)
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn text(families: &[MetricFamily]) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(families, &mut buf).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn pg_families_export_every_family_with_bounded_labels() {
+        let db = PgStats::default();
+        db.session_started();
+        db.session_started();
+        db.session_ended();
+        db.query(0, Duration::from_millis(3));
+        db.query(0, Duration::from_millis(30));
+        db.query(6, Duration::from_micros(200));
+        db.error("40001", false, true);
+        db.error("40001", false, false);
+        db.error("not a code", false, false);
+        db.transaction(true);
+        db.transaction(false);
+        db.session_rejected(true);
+        let idle = PgStats::default();
+        let t = text(&pg_families(&[("db", &db), ("idle", &idle)]));
+
+        for line in [
+            "# TYPE shakedown_pg_queries_total counter",
+            "shakedown_pg_queries_total{proxy=\"db\",statement=\"select\"} 2",
+            "shakedown_pg_queries_total{proxy=\"db\",statement=\"commit\"} 1",
+            "shakedown_pg_queries_total{proxy=\"db\",statement=\"ddl\"} 0",
+            "shakedown_pg_queries_total{proxy=\"idle\",statement=\"other\"} 0",
+            "# TYPE shakedown_pg_query_duration_seconds histogram",
+            "shakedown_pg_query_duration_seconds_bucket{proxy=\"db\",le=\"0.0005\"} 1",
+            "shakedown_pg_query_duration_seconds_bucket{proxy=\"db\",le=\"0.005\"} 2",
+            "shakedown_pg_query_duration_seconds_bucket{proxy=\"db\",le=\"0.05\"} 3",
+            "shakedown_pg_query_duration_seconds_bucket{proxy=\"db\",le=\"+Inf\"} 3",
+            "shakedown_pg_query_duration_seconds_count{proxy=\"db\"} 3",
+            "shakedown_pg_query_duration_seconds_count{proxy=\"idle\"} 0",
+            "# TYPE shakedown_pg_errors_total counter",
+            "shakedown_pg_errors_total{proxy=\"db\",sqlstate=\"40001\",source=\"server\"} 1",
+            "shakedown_pg_errors_total{proxy=\"db\",sqlstate=\"40001\",source=\"injected\"} 1",
+            "shakedown_pg_errors_total{proxy=\"db\",sqlstate=\"?????\",source=\"server\"} 1",
+            "# TYPE shakedown_pg_sessions_active gauge",
+            "shakedown_pg_sessions_active{proxy=\"db\"} 1",
+            "shakedown_pg_sessions_total{proxy=\"db\"} 2",
+            "shakedown_pg_sessions_rejected_total{proxy=\"db\",source=\"injected\"} 1",
+            "shakedown_pg_sessions_rejected_total{proxy=\"db\",source=\"server\"} 0",
+            "shakedown_pg_transactions_total{proxy=\"db\",outcome=\"committed\"} 1",
+            "shakedown_pg_transactions_total{proxy=\"db\",outcome=\"rolled_back\"} 1",
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
+        }
+        assert!(
+            !t.contains("shakedown_pg_errors_total{proxy=\"idle\""),
+            "no zero error series"
+        );
+        let series = t.lines().filter(|l| !l.starts_with('#')).count();
+        // Per proxy: 9 statements, 14 buckets + Inf + sum + count, 2
+        // sources, 2 outcomes, active, total; errors only for db (3).
+        assert_eq!(series, 2 * (9 + 17 + 2 + 2 + 2) + 3);
+    }
+
+    #[test]
+    fn pg_families_without_proxies_is_empty() {
+        assert!(pg_families(&[]).is_empty());
+    }
 }

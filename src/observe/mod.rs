@@ -5,7 +5,12 @@
 //! lock; the control API's `/metrics` turns them into Prometheus text when
 //! scraped, so counters are live (bytes count as they flow, not when a
 //! connection closes).
+//!
+//! [`pg::PgStats`] does the same for PostgreSQL-aware proxies and also keeps
+//! one-second buckets of the last minutes, so the experiment runner can ask
+//! what happened in any recent time window.
 
 pub mod histogram;
+pub mod pg;
 
 pub use histogram::Histogram;
