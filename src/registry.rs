@@ -38,6 +38,16 @@ pub enum RegistryError {
     /// No fault with that name on the proxy.
     #[error("toxic not found")]
     FaultNotFound,
+    /// A PostgreSQL fault on a proxy that does not read PostgreSQL.
+    #[error(
+        "fault kind {kind} needs a proxy with protocol postgres; this proxy has protocol {protocol}"
+    )]
+    NeedsPostgres {
+        /// The fault's kind.
+        kind: &'static str,
+        /// The proxy's protocol.
+        protocol: &'static str,
+    },
     /// The listen address could not be bound (worded as Go words it).
     #[error("listen tcp {}: bind: {}", resolved(listen), go_errno(source))]
     Bind {
@@ -132,10 +142,8 @@ impl Registry {
             return Err(RegistryError::ProxyExists);
         }
         let shared = Arc::new(ProxyShared::new(
-            &cfg.name,
+            cfg,
             random::proxy_seed(self.seed, &cfg.name),
-            &cfg.upstream,
-            cfg.connect_timeout,
         ));
         let proxy = Arc::new(Proxy {
             shared,
@@ -193,7 +201,9 @@ impl Registry {
         if let Some(existing) = self.get(&cfg.name) {
             let unchanged = {
                 let st = lock(&existing.state);
-                same_listen(&cfg.listen, &st) && cfg.upstream == st.upstream
+                same_listen(&cfg.listen, &st)
+                    && cfg.upstream == st.upstream
+                    && cfg.protocol == st.protocol
             };
             if unchanged {
                 return Ok(existing);
@@ -298,6 +308,11 @@ impl Proxy {
         &self.shared.stats
     }
 
+    /// Observations of a postgres proxy (all zero for other protocols).
+    pub fn pg_stats(&self) -> &crate::observe::pg::PgStats {
+        &self.shared.pg
+    }
+
     /// Changes any of listen, upstream, enabled. A new listen or upstream
     /// restarts the proxy (its connections are closed), as in Toxiproxy.
     pub fn update(
@@ -365,6 +380,12 @@ impl Proxy {
     }
 
     fn add_fault_uid(&self, spec: FaultSpec, uid: u64) -> Result<(), RegistryError> {
+        if spec.fault.is_postgres() && self.shared.protocol != Protocol::Postgres {
+            return Err(RegistryError::NeedsPostgres {
+                kind: spec.fault.kind(),
+                protocol: self.shared.protocol.as_str(),
+            });
+        }
         self.shared.board.update(|set| {
             if set.iter().any(|f| f.spec.name == spec.name) {
                 return Err(RegistryError::FaultExists);
@@ -375,6 +396,7 @@ impl Proxy {
                     uid,
                     spec,
                     expires: None,
+                    hits: Default::default(),
                 }));
             Ok(())
         })
@@ -399,6 +421,7 @@ impl Proxy {
                         uid: slot.uid,
                         spec: spec.clone(),
                         expires: slot.expires,
+                        hits: slot.hits.clone(),
                     });
                     return Ok(spec);
                 }
@@ -437,6 +460,7 @@ impl Proxy {
                         uid: slot.uid,
                         spec: slot.spec.clone(),
                         expires,
+                        hits: slot.hits.clone(),
                     });
                     return Ok(slot.uid);
                 }

@@ -174,6 +174,36 @@ const BAD: &[(&str, &str, &str)] = &[
         "[[proxy]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nupstream = \"127.0.0.1:2\"\n[[proxy]]\nname = \"b\"\nlisten = \"127.0.0.1:1\"\nupstream = \"127.0.0.1:2\"\n",
         "7:10: listen address `127.0.0.1:1` is already used by proxy `a`",
     ),
+    (
+        "postgres fault on a tcp proxy",
+        "[[proxy]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nupstream = \"127.0.0.1:2\"\n[[proxy.fault]]\nkind = \"query_error\"\n",
+        "5:1: fault kind `query_error` needs a postgres proxy",
+    ),
+    (
+        "tls on a tcp proxy",
+        "[[proxy]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nupstream = \"127.0.0.1:2\"\ntls = \"passthrough\"\n",
+        "5:7: `tls` applies to postgres proxies only",
+    ),
+    (
+        "bad sqlstate",
+        "[[proxy]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nupstream = \"127.0.0.1:2\"\nprotocol = \"postgres\"\n[[proxy.fault]]\nkind = \"query_error\"\nsqlstate = \"4000\"\n",
+        "8:12: bad value for `sqlstate` of query_error: `4000` is not an SQLSTATE",
+    ),
+    (
+        "bad sql pattern",
+        "[[proxy]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nupstream = \"127.0.0.1:2\"\nprotocol = \"postgres\"\n[[proxy.fault]]\nkind = \"query_latency\"\nsql = \"(unclosed\"\n",
+        "8:7: bad value for `sql` of query_latency: bad regular expression",
+    ),
+    (
+        "unknown statement kind",
+        "[[proxy]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nupstream = \"127.0.0.1:2\"\nprotocol = \"postgres\"\n[[proxy.fault]]\nkind = \"terminate\"\nstatement = \"selct\"\n",
+        "8:13: bad value for `statement` of terminate",
+    ),
+    (
+        "query matching on a connection fault",
+        "[[proxy]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nupstream = \"127.0.0.1:2\"\nprotocol = \"postgres\"\n[[proxy.fault]]\nkind = \"reject_connections\"\nstatement = \"select\"\n",
+        "8:13: bad value for `statement` of reject_connections: reject_connections acts on new sessions",
+    ),
 ];
 
 #[test]

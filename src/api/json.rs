@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::ser::Serializer;
 use serde_json::{Map, Value};
 
+use crate::config::Protocol;
 use crate::faults::FaultSpec;
 use crate::registry::ProxyInfo;
 
@@ -72,6 +73,10 @@ pub struct ProxyJson {
     pub upstream: String,
     /// Whether it accepts connections.
     pub enabled: bool,
+    /// shakedown's extension, shown for non-TCP proxies only (a TCP
+    /// proxy's JSON is exactly Toxiproxy's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
     /// Always `{}`.
     #[serde(rename = "Logger")]
     pub logger: Empty,
@@ -87,6 +92,7 @@ impl ProxyJson {
             listen: info.listen,
             upstream: info.upstream,
             enabled: info.enabled,
+            protocol: (info.protocol != Protocol::Tcp).then(|| info.protocol.as_str()),
             logger: Empty {},
             toxics,
         }

@@ -17,6 +17,7 @@ use prometheus::proto::{
 use prometheus::{Encoder, TextEncoder};
 
 use super::{ApiState, Body, error};
+use crate::config::Protocol;
 use crate::faults::{Direction, KINDS};
 use crate::observe::histogram::HistogramSnapshot;
 use crate::observe::pg::{PgStats, STATEMENT_KINDS, Source};
@@ -24,7 +25,14 @@ use crate::registry::Registry;
 
 /// Serves the metrics of every proxy.
 pub fn handle(state: &ApiState) -> Response<Body> {
-    let families = gather(&state.registry);
+    let mut families = gather(&state.registry);
+    let proxies = state.registry.list();
+    let pg: Vec<(&str, &PgStats)> = proxies
+        .iter()
+        .filter(|p| p.info().protocol == Protocol::Postgres)
+        .map(|p| (p.name(), p.pg_stats()))
+        .collect();
+    families.extend(pg_families(&pg));
     let mut buf = Vec::new();
     let encoder = TextEncoder::new();
     if let Err(e) = encoder.encode(&families, &mut buf) {

@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::json::{self, ProxyJson, ToxicJson};
 use super::{ApiState, Body, Call, TOXIPROXY_VERSION, empty, error, json_response, only};
-use crate::config::ProxyConfig;
+use crate::config::{Protocol, ProxyConfig};
 use crate::faults::{self, Direction, Fault, FaultSpec};
 use crate::registry::{Proxy, RegistryError};
 
@@ -86,6 +86,7 @@ pub fn registry_error(e: RegistryError) -> Response<Body> {
         RegistryError::ProxyNotFound | RegistryError::FaultNotFound => StatusCode::NOT_FOUND,
         RegistryError::ProxyExists | RegistryError::FaultExists => StatusCode::CONFLICT,
         RegistryError::Bind { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        RegistryError::NeedsPostgres { .. } => StatusCode::BAD_REQUEST,
     };
     error(status, &e.to_string())
 }
@@ -137,20 +138,33 @@ struct ProxyInput {
     listen: String,
     upstream: String,
     enabled: bool,
+    /// shakedown's extension: `"tcp"` (default) or `"postgres"`.
+    protocol: Protocol,
 }
 
 fn proxy_input(obj: &Map<String, Value>) -> Result<ProxyInput, String> {
+    let protocol = match json::string(obj, "protocol", "Proxy")?.as_deref() {
+        None | Some("tcp") => Protocol::Tcp,
+        Some("postgres") => Protocol::Postgres,
+        Some(other) => {
+            return Err(format!(
+                "unknown protocol {other:?}; it is \"tcp\" or \"postgres\""
+            ));
+        }
+    };
     Ok(ProxyInput {
         name: json::string(obj, "name", "Proxy")?.unwrap_or_default(),
         listen: json::string(obj, "listen", "Proxy")?.unwrap_or_default(),
         upstream: json::string(obj, "upstream", "Proxy")?.unwrap_or_default(),
         enabled: json::boolean(obj, "enabled", "Proxy")?.unwrap_or(true),
+        protocol,
     })
 }
 
 fn proxy_config(input: &ProxyInput) -> ProxyConfig {
     let mut cfg = ProxyConfig::new(&input.name, &input.listen, &input.upstream);
     cfg.enabled = input.enabled;
+    cfg.protocol = input.protocol;
     cfg
 }
 

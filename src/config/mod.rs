@@ -29,6 +29,31 @@ pub enum Protocol {
     /// Bytes only: every byte fault, no protocol awareness.
     #[default]
     Tcp,
+    /// PostgreSQL's wire protocol: query and session faults, observations.
+    Postgres,
+}
+
+impl Protocol {
+    /// The name used in configs and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Postgres => "postgres",
+        }
+    }
+}
+
+/// What a postgres proxy does with a client's request for TLS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Answer `N` to SSLRequest, as a server without TLS does: the client
+    /// goes on in plain text (or gives up, if it requires TLS).
+    #[default]
+    Refuse,
+    /// Pass SSLRequest to the server; if it accepts, the session is relayed
+    /// untouched (encrypted): byte faults only.
+    Passthrough,
 }
 
 /// One proxy, validated.
@@ -44,6 +69,8 @@ pub struct ProxyConfig {
     pub enabled: bool,
     /// How it reads the stream.
     pub protocol: Protocol,
+    /// TLS handling of a postgres proxy.
+    pub tls: TlsMode,
     /// Time allowed to dial the upstream.
     pub connect_timeout: Duration,
     /// Faults active from the start.
@@ -59,6 +86,7 @@ impl ProxyConfig {
             upstream: upstream.into(),
             enabled: true,
             protocol: Protocol::Tcp,
+            tls: TlsMode::Refuse,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             faults: Vec::new(),
         }
@@ -87,8 +115,8 @@ struct RawProxy {
     upstream: Spanned<String>,
     #[serde(default = "yes")]
     enabled: bool,
-    #[serde(default)]
-    protocol: Protocol,
+    protocol: Option<Spanned<Protocol>>,
+    tls: Option<Spanned<TlsMode>>,
     connect_timeout: Option<HumanDuration>,
     #[serde(default)]
     fault: Vec<fault::RawFault>,
@@ -145,9 +173,28 @@ pub fn parse_serve_config(file: &str, src: &str) -> Result<ServeConfig, ConfigEr
                 format!("listen address `{listen}` is already used by proxy `{other}`"),
             ));
         }
+        let protocol = p.protocol.as_ref().map_or(Protocol::Tcp, |s| *s.get_ref());
+        if let Some(tls) = &p.tls
+            && protocol != Protocol::Postgres
+        {
+            errors.push(loc.error(
+                Some(tls.span()),
+                "`tls` applies to postgres proxies only (add protocol = \"postgres\")",
+            ));
+        }
         let mut faults: Vec<FaultSpec> = Vec::new();
         for raw_fault in &p.fault {
             if let Some((spec, _)) = fault::read_fault(raw_fault, &[], &loc, &mut errors) {
+                if spec.fault.is_postgres() && protocol != Protocol::Postgres {
+                    errors.push(loc.error(
+                        Some(raw_fault.span()),
+                        format!(
+                            "fault kind `{}` needs a postgres proxy; proxy `{name}` has protocol = \"{}\"",
+                            spec.fault.kind(),
+                            protocol.as_str()
+                        ),
+                    ));
+                }
                 if faults.iter().any(|f| f.name == spec.name) {
                     errors.push(loc.error(
                         Some(raw_fault.span()),
@@ -165,7 +212,8 @@ pub fn parse_serve_config(file: &str, src: &str) -> Result<ServeConfig, ConfigEr
             listen,
             upstream: p.upstream.into_inner(),
             enabled: p.enabled,
-            protocol: p.protocol,
+            protocol,
+            tls: p.tls.map_or(TlsMode::Refuse, |t| *t.get_ref()),
             connect_timeout: p.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0),
             faults,
         });

@@ -76,6 +76,8 @@ pub struct ActiveFault {
     pub spec: FaultSpec,
     /// When the fault removes itself (a TTL set through the API).
     pub expires: Option<Instant>,
+    /// Matches and injections of a PostgreSQL fault, across sessions.
+    pub hits: Arc<super::query::FaultHits>,
 }
 
 /// The faults of one proxy, per direction, in creation order.
@@ -223,7 +225,7 @@ impl Chain {
     ) -> Option<Item> {
         let mut old = std::mem::take(&mut self.stages);
         for fault in faults {
-            if fault.spec.fault.is_connect_fault() {
+            if !fault.spec.fault.is_byte_fault() {
                 continue;
             }
             let stage = match old.iter().position(|s| s.fault.uid == fault.uid) {
@@ -332,7 +334,14 @@ impl Chain {
 fn apply(stage: &mut Stage, item: Item, now: Instant, rng: &mut FaultRng, out: &mut Vec<Item>) {
     let state = &mut stage.state;
     match &stage.fault.spec.fault {
-        Fault::Noop(_) | Fault::Refuse(_) => out.push(item),
+        // Not byte faults: never on a chain, listed for completeness.
+        Fault::Noop(_)
+        | Fault::Refuse(_)
+        | Fault::QueryLatency(_)
+        | Fault::QueryError(_)
+        | Fault::Terminate(_)
+        | Fault::RejectConnections(_)
+        | Fault::StartupLatency(_) => out.push(item),
         Fault::Latency(f) => f.apply(item, rng, out),
         Fault::Bandwidth(f) => f.apply(item, state, out),
         Fault::SlowClose(f) => f.apply(item, out),
@@ -361,6 +370,7 @@ mod tests {
                     uid: i as u64,
                     spec,
                     expires: None,
+                    hits: Default::default(),
                 })
             })
             .collect()

@@ -15,6 +15,7 @@ pub mod chain;
 pub mod latency;
 pub mod limit_data;
 pub mod noop;
+pub mod query;
 pub mod random;
 pub mod refuse;
 pub mod reset_peer;
@@ -33,6 +34,7 @@ pub use blackhole::Blackhole;
 pub use latency::Latency;
 pub use limit_data::LimitData;
 pub use noop::Noop;
+pub use query::{QueryError, QueryLatency, RejectConnections, StartupLatency, Terminate};
 pub use refuse::Refuse;
 pub use reset_peer::ResetPeer;
 pub use slicer::Slicer;
@@ -113,7 +115,43 @@ pub enum Fault {
     Blackhole(Blackhole),
     /// New connections are reset at once; live ones carry on.
     Refuse(Refuse),
+    /// PostgreSQL: delays matching queries.
+    QueryLatency(QueryLatency),
+    /// PostgreSQL: matching queries fail with an SQLSTATE.
+    QueryError(QueryError),
+    /// PostgreSQL: ends sessions with FATAL 57P01.
+    Terminate(Terminate),
+    /// PostgreSQL: new sessions get the server's FATAL after startup.
+    RejectConnections(RejectConnections),
+    /// PostgreSQL: slow session establishment.
+    StartupLatency(StartupLatency),
 }
+
+/// Attribute names of the PostgreSQL faults: their own, then the matching
+/// ones.
+const PG_MATCH: &[&str] = query::MATCH_ATTRIBUTES;
+
+const fn with_match<const N: usize, const M: usize>(own: [&'static str; N]) -> [&'static str; M] {
+    let mut out = [""; M];
+    let mut i = 0;
+    while i < N {
+        out[i] = own[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < PG_MATCH.len() {
+        out[N + j] = PG_MATCH[j];
+        j += 1;
+    }
+    out
+}
+
+const QUERY_LATENCY_ATTRS: [&str; 9] = with_match(["latency", "jitter"]);
+const QUERY_ERROR_ATTRS: [&str; 12] =
+    with_match(["sqlstate", "message", "severity", "detail", "hint"]);
+const TERMINATE_ATTRS: [&str; 9] = with_match(["when", "after_queries"]);
+const REJECT_ATTRS: [&str; 9] = with_match(["sqlstate", "message"]);
+const STARTUP_LATENCY_ATTRS: [&str; 9] = with_match(["latency", "jitter"]);
 
 /// Every fault kind's name with its attribute names, for validation and docs.
 pub const KINDS: &[(&str, &[&str])] = &[
@@ -127,6 +165,11 @@ pub const KINDS: &[(&str, &[&str])] = &[
     ("limit_data", &["bytes"]),
     ("blackhole", &["drop"]),
     ("refuse", &[]),
+    ("query_latency", &QUERY_LATENCY_ATTRS),
+    ("query_error", &QUERY_ERROR_ATTRS),
+    ("terminate", &TERMINATE_ATTRS),
+    ("reject_connections", &REJECT_ATTRS),
+    ("startup_latency", &STARTUP_LATENCY_ATTRS),
 ];
 
 impl Fault {
@@ -143,6 +186,11 @@ impl Fault {
             Fault::LimitData(_) => "limit_data",
             Fault::Blackhole(_) => "blackhole",
             Fault::Refuse(_) => "refuse",
+            Fault::QueryLatency(_) => "query_latency",
+            Fault::QueryError(_) => "query_error",
+            Fault::Terminate(_) => "terminate",
+            Fault::RejectConnections(_) => "reject_connections",
+            Fault::StartupLatency(_) => "startup_latency",
         }
     }
 
@@ -175,7 +223,9 @@ impl Fault {
             attributes
         };
         let envelope = serde_json::json!({ "type": kind, "attributes": attributes });
-        serde_json::from_value(envelope).map_err(|e| e.to_string())
+        let fault: Fault = serde_json::from_value(envelope).map_err(|e| e.to_string())?;
+        fault.check()?;
+        Ok(fault)
     }
 
     /// The attributes as a JSON object, in Toxiproxy's shape.
@@ -191,6 +241,55 @@ impl Fault {
     /// Whether the fault acts on new connections rather than on bytes.
     pub fn is_connect_fault(&self) -> bool {
         matches!(self, Fault::Refuse(_))
+    }
+
+    /// Whether the fault acts on the byte stream (a chain stage), as
+    /// opposed to connections or PostgreSQL queries and sessions.
+    pub fn is_byte_fault(&self) -> bool {
+        !self.is_connect_fault() && !self.is_postgres()
+    }
+
+    /// Whether the fault needs a `protocol = "postgres"` proxy.
+    pub fn is_postgres(&self) -> bool {
+        matches!(
+            self,
+            Fault::QueryLatency(_)
+                | Fault::QueryError(_)
+                | Fault::Terminate(_)
+                | Fault::RejectConnections(_)
+                | Fault::StartupLatency(_)
+        )
+    }
+
+    /// The matching rules of a PostgreSQL fault.
+    pub fn query_match(&self) -> Option<&query::QueryMatch> {
+        match self {
+            Fault::QueryLatency(f) => Some(&f.matching),
+            Fault::QueryError(f) => Some(&f.matching),
+            Fault::Terminate(f) => Some(&f.matching),
+            Fault::RejectConnections(f) => Some(&f.matching),
+            Fault::StartupLatency(f) => Some(&f.matching),
+            _ => None,
+        }
+    }
+
+    /// Checks rules that cross attributes (serde checks each on its own).
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Fault::RejectConnections(_) | Fault::StartupLatency(_)
+                if self.query_match().is_some_and(|m| m.has_query_fields()) =>
+            {
+                Err(format!(
+                    "{} acts on new sessions, before any query: `sql` and `statement` do not apply (use user, database or application_name)",
+                    self.kind()
+                ))
+            }
+            Fault::Terminate(t) if t.after_queries > 0 && t.matching.has_query_fields() => Err(
+                "terminate takes either `after_queries` or query matching (`sql`, `statement`), not both"
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -275,6 +374,13 @@ mod tests {
                 .keys()
                 .map(|k| k.as_str())
                 .collect();
+            if f.is_postgres() {
+                // Matching attributes are shown only when set.
+                for k in &keys {
+                    assert!(names.contains(k), "{kind} shows unknown attribute {k}");
+                }
+                continue;
+            }
             let mut want: Vec<&str> = names.to_vec();
             let mut got = keys.clone();
             want.sort();

@@ -62,6 +62,14 @@ pub fn toxicity_draw(proxy_seed: u64, conn: u64, dir: Direction, fault: &str) ->
     rng.random::<f32>()
 }
 
+/// The toxicity draw of a PostgreSQL fault for one query of a session
+/// (`query` counts the session's queries from 0), in `[0, 1)`: the same
+/// seed and the same sequence of queries give the same decisions.
+pub fn query_draw(proxy_seed: u64, conn: u64, query: u64, fault: &str) -> f32 {
+    let mut rng = FaultRng::seed_from_u64(derive(proxy_seed, &[conn, 3, query, hash_name(fault)]));
+    rng.random::<f32>()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,5 +12,6 @@
 //! and forwards the raw frames these modules hand back.
 
 pub mod protocol;
+pub mod session;
 pub mod sqlstate;
 pub mod statement;

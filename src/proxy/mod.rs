@@ -22,9 +22,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use crate::config::{Protocol, ProxyConfig, TlsMode};
 use crate::faults::chain::FaultBoard;
 use crate::faults::{Direction, KINDS};
 use crate::observe::Histogram;
+use crate::observe::pg::PgStats;
 
 /// Default time allowed to connect to the upstream before the client is
 /// dropped: long enough for a loaded server, short enough that a black-holed
@@ -46,6 +48,12 @@ pub struct ProxyShared {
     pub upstream: ArcSwap<String>,
     /// Time allowed to dial the upstream.
     pub connect_timeout: Duration,
+    /// How sessions read the stream.
+    pub protocol: Protocol,
+    /// TLS handling of a postgres proxy.
+    pub tls: TlsMode,
+    /// Observations of a postgres proxy (empty for others).
+    pub pg: PgStats,
     /// The live faults.
     pub board: FaultBoard,
     /// Live counters.
@@ -105,12 +113,15 @@ impl ProxyStats {
 
 impl ProxyShared {
     /// A proxy's shared state.
-    pub fn new(name: &str, seed: u64, upstream: &str, connect_timeout: Duration) -> Self {
+    pub fn new(cfg: &ProxyConfig, seed: u64) -> Self {
         Self {
-            name: name.to_string(),
+            name: cfg.name.clone(),
             seed,
-            upstream: ArcSwap::from_pointee(upstream.to_string()),
-            connect_timeout,
+            upstream: ArcSwap::from_pointee(cfg.upstream.clone()),
+            connect_timeout: cfg.connect_timeout,
+            protocol: cfg.protocol,
+            tls: cfg.tls,
+            pg: PgStats::default(),
             board: FaultBoard::default(),
             stats: ProxyStats::default(),
             conn_seq: AtomicU64::new(0),

@@ -12,6 +12,7 @@ use tracing::{Instrument, debug, debug_span, warn};
 
 use super::ProxyShared;
 use super::pump::{self, Outcome, PumpCtx, Side};
+use crate::config::Protocol;
 use crate::faults::Direction;
 use crate::faults::chain::ChainKey;
 
@@ -35,7 +36,7 @@ pub async fn run(
         .fetch_sub(1, Ordering::Relaxed);
 }
 
-async fn serve(mut client: TcpStream, proxy: &ProxyShared, conn: u64, token: CancellationToken) {
+async fn serve(client: TcpStream, proxy: &ProxyShared, conn: u64, token: CancellationToken) {
     if let Some(kind) = proxy.board.snapshot().refuses(proxy.seed, conn) {
         proxy.stats.refused.fetch_add(1, Ordering::Relaxed);
         proxy.stats.activated(kind);
@@ -44,29 +45,53 @@ async fn serve(mut client: TcpStream, proxy: &ProxyShared, conn: u64, token: Can
         return;
     }
     let _ = client.set_nodelay(true);
+    if proxy.protocol == Protocol::Postgres {
+        crate::postgres::session::serve(client, proxy, conn, token).await;
+        return;
+    }
+    let Some(upstream) = dial(proxy, &token).await else {
+        return;
+    };
+    relay(client, upstream, proxy, conn, token).await;
+}
+
+/// Dials the proxy's upstream under its connect timeout, counting failures.
+/// `None` when it fails or the proxy stops first.
+pub(crate) async fn dial(proxy: &ProxyShared, token: &CancellationToken) -> Option<TcpStream> {
     let target = proxy.upstream.load_full();
     let started = tokio::time::Instant::now();
     let dial = tokio::time::timeout(proxy.connect_timeout, TcpStream::connect(target.as_str()));
-    let mut upstream = tokio::select! {
-        _ = token.cancelled() => return,
+    let upstream = tokio::select! {
+        _ = token.cancelled() => return None,
         r = dial => match r {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 proxy.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
                 warn!(upstream = %target, error = %e, "unable to open connection to upstream");
-                return;
+                return None;
             }
             Err(_) => {
                 proxy.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
                 warn!(upstream = %target, timeout = ?proxy.connect_timeout, "upstream connect timed out");
-                return;
+                return None;
             }
         }
     };
     proxy.stats.connect_time.observe(started.elapsed());
     let _ = upstream.set_nodelay(true);
     debug!(upstream = %target, "connected");
+    Some(upstream)
+}
 
+/// Pumps bytes both ways between a client and its upstream, through the
+/// proxy's byte faults, until both directions end or a fault ends them.
+pub(crate) async fn relay(
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    proxy: &ProxyShared,
+    conn: u64,
+    token: CancellationToken,
+) {
     let outcome = {
         let (mut cr, mut cw) = client.split();
         let (mut ur, mut uw) = upstream.split();
@@ -135,6 +160,6 @@ async fn serve(mut client: TcpStream, proxy: &ProxyShared, conn: u64, token: Can
 }
 
 /// Closes with SO_LINGER 0 so the peer gets an RST rather than a FIN.
-fn reset(stream: &TcpStream) {
+pub(crate) fn reset(stream: &TcpStream) {
     let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }

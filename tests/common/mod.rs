@@ -50,6 +50,21 @@ impl Harness {
         let addr = p.local_addr().expect("bound");
         (p, addr)
     }
+
+    /// A `protocol = "postgres"` proxy on 127.0.0.1:0 to `upstream`.
+    pub fn pg_proxy(
+        &self,
+        name: &str,
+        upstream: &str,
+        faults: Vec<FaultSpec>,
+    ) -> (Arc<Proxy>, SocketAddr) {
+        let mut cfg = ProxyConfig::new(name, "127.0.0.1:0", upstream);
+        cfg.protocol = shakedown::config::Protocol::Postgres;
+        cfg.faults = faults;
+        let p = self.registry.add_proxy(&cfg).expect("proxy starts");
+        let addr = p.local_addr().expect("bound");
+        (p, addr)
+    }
 }
 
 /// A fault from its kind, direction and Toxiproxy-style JSON attributes.
