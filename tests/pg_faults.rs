@@ -601,3 +601,51 @@ async fn api_creates_postgres_proxies_and_query_faults() {
         r.body
     );
 }
+
+/// Byte faults still act beneath the protocol layer, and removing a
+/// `query_latency` releases the query it holds at once.
+#[tokio::test]
+async fn byte_faults_apply_beneath_and_removal_releases_held_queries() {
+    let h = Harness::new(1);
+    let (p, addr) = h.pg_proxy(
+        "pg",
+        PG,
+        vec![fault("latency", Downstream, json!({"latency": 200}))],
+    );
+    let c = connect(addr).await;
+    let t0 = Instant::now();
+    c.batch_execute("SELECT 1").await.unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t0.elapsed()
+    );
+    p.remove_fault("latency_downstream").unwrap();
+    let t0 = Instant::now();
+    c.batch_execute("SELECT 1").await.unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        t0.elapsed()
+    );
+
+    h.registry
+        .add_fault(
+            "pg",
+            fault("query_latency", Downstream, json!({"latency": "30s"})),
+        )
+        .unwrap();
+    let held = tokio::spawn(async move {
+        let t0 = Instant::now();
+        c.batch_execute("SELECT 2").await.unwrap();
+        t0.elapsed()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!held.is_finished(), "the query is held");
+    p.remove_fault("query_latency_downstream").unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("released when the fault is removed")
+        .unwrap();
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+}

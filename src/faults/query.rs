@@ -172,7 +172,17 @@ impl SqlStateCode {
 
 impl<'de> Deserialize<'de> for SqlStateCode {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let code = String::deserialize(d)?.to_ascii_uppercase();
+        /// toxiproxy-cli style clients send `-a sqlstate=40001` as a number.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(u64),
+        }
+        let code = match Raw::deserialize(d)? {
+            Raw::Text(t) => t.to_ascii_uppercase(),
+            Raw::Number(n) => format!("{n:05}"),
+        };
         if sqlstate::is_valid(&code) {
             Ok(SqlStateCode(code))
         } else {
@@ -439,6 +449,8 @@ mod tests {
                 .unwrap();
         assert_eq!(e.sqlstate.0, "40P01");
         assert_eq!(e.severity, Severity::Fatal);
+        let n: QueryError = serde_json::from_value(serde_json::json!({"sqlstate": 8006})).unwrap();
+        assert_eq!(n.sqlstate.0, "08006");
     }
 
     #[test]

@@ -634,6 +634,13 @@ impl<'a> Session<'a> {
         let proxy = self.proxy;
         let set = proxy.board.snapshot();
         let activated = |i: usize| proxy.stats.activated(i);
+        // A removed query_latency releases the queries it held.
+        if !set
+            .iter()
+            .any(|f| matches!(f.spec.fault, Fault::QueryLatency(_)))
+        {
+            self.up.hold_until = None;
+        }
         for lane in [&mut self.up, &mut self.down] {
             if let Some(item) = lane.chain.rebuild(set.direction(lane.dir), now, &activated) {
                 return Some(match item.payload {
@@ -1355,8 +1362,8 @@ impl<'a> Session<'a> {
         };
         if let Some(kind) = unit.kind {
             self.proxy.pg.query(kind.index(), now - unit.start);
+            self.answered += 1;
         }
-        self.answered += 1;
         if unit.terminate_after {
             return Reply::Terminate;
         }
