@@ -21,8 +21,11 @@
 //!   under `/shakedown/v1/`, `/metrics`).
 //! - [`ctl`]: `shakedown ctl`, a client of that API.
 //! - [`observe`]: lock-free recording for metrics.
-//! - [`postgres`]: PostgreSQL wire protocol framing, SQLSTATEs and
-//!   statement classification for the PostgreSQL-aware layer (pure code).
+//! - [`postgres`]: the PostgreSQL-aware layer: framing, SQLSTATEs,
+//!   statement classification, and the session that applies query faults.
+//! - [`experiment`]: `shakedown run`: phases, load, probes, faults on a
+//!   schedule, the steady-state checker and the verdict.
+//! - [`report`]: journal, JUnit XML, Markdown, terminal table, Pushgateway.
 //! - [`server`]: `shakedown serve`, wiring the pieces together.
 //!
 //! The data path knows nothing of the API, the runner or reports; they all
@@ -32,6 +35,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod ctl;
+pub mod experiment;
 pub mod faults;
 pub mod observe;
 pub mod postgres;
