@@ -39,6 +39,33 @@ pub enum Command {
     /// Drive a running shakedown (or Toxiproxy) through its API, with
     /// toxiproxy-cli's commands and flags.
     Ctl(crate::ctl::CtlArgs),
+    /// Run an experiment: baseline, injection, recovery, verdict. The exit
+    /// code is the verdict (0 passed, 1 violated, 2 not recovered, 3
+    /// precheck failed, 4 aborted, 5 inconclusive, 64 bad input, 70 error).
+    Run(RunArgs),
+}
+
+/// `shakedown run` options.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The experiment file.
+    pub file: PathBuf,
+    /// Print the plan with its times and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seed of every random choice (overrides the file's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Where reports go (overrides `[report] dir`).
+    #[arg(long, value_name = "DIR")]
+    pub report_dir: Option<PathBuf>,
+    /// Serve the control API and /metrics (with the run's live figures:
+    /// phase, SLO values, faults active) on HOST:PORT while the run lasts.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub api: Option<String>,
+    /// Runtime threads for proxies, load and probes.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
 }
 
 /// Options of `serve`.
@@ -82,6 +109,7 @@ impl Cli {
     pub fn runtime_threads(&self) -> usize {
         match &self.command {
             Command::Serve(a) => usize::from(a.threads),
+            Command::Run(a) => usize::from(a.threads),
             _ => 1,
         }
     }
@@ -151,8 +179,27 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Validate { files } => {
             let mut code = 0;
             for f in files {
-                match config::load_serve_config(&f) {
-                    Ok(c) => println!("{}: ok ({} proxies)", f.display(), c.proxies.len()),
+                // An experiment has an `[experiment]` table; anything else
+                // is read as a serve config (an empty file is a valid one).
+                let is_experiment = std::fs::read_to_string(&f)
+                    .is_ok_and(|src| config::experiment::is_experiment(&src));
+                let checked = if is_experiment {
+                    config::experiment::load_experiment(&f).map(|e| {
+                        format!(
+                            "experiment `{}`: {} targets, {} loads, {} probes, {} faults, {} SLOs",
+                            e.name,
+                            e.targets.len(),
+                            e.loads.len(),
+                            e.probes.len(),
+                            e.faults.len(),
+                            e.slos.len()
+                        )
+                    })
+                } else {
+                    config::load_serve_config(&f).map(|c| format!("{} proxies", c.proxies.len()))
+                };
+                match checked {
+                    Ok(what) => println!("{}: ok ({what})", f.display()),
                     Err(e) => {
                         report(&e);
                         code = EXIT_BAD_INPUT;
@@ -163,6 +210,15 @@ pub async fn run(cli: Cli) -> i32 {
         }
         Command::Ctl(args) => crate::ctl::run(args).await,
         Command::Serve(args) => serve(args).await,
+        Command::Run(args) => {
+            let opts = crate::experiment::run::Options {
+                dry_run: args.dry_run,
+                seed: args.seed,
+                report_dir: args.report_dir,
+                api: args.api,
+            };
+            crate::experiment::run::run_file(&args.file, opts).await
+        }
     }
 }
 

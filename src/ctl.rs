@@ -337,7 +337,7 @@ impl fmt::Display for Failure {
 
 /// Why one API call failed.
 #[derive(Debug, thiserror::Error)]
-enum CallError {
+pub enum CallError {
     /// The server answered with an error status.
     #[error("HTTP {status}: {message}")]
     Status { status: u16, message: String },
@@ -645,7 +645,7 @@ fn sorted_attributes(t: &ToxicView) -> Vec<String> {
 }
 
 /// The API at one base URL, over hyper's pooled HTTP/1 client.
-struct Api {
+pub struct Api {
     /// `http://host:port` (and any path prefix), without a trailing slash.
     base: String,
     token: Option<HeaderValue>,
@@ -655,7 +655,7 @@ struct Api {
 impl Api {
     /// Checks the URL (a bare `host:port` gets `http://`, as in the Go
     /// client) and builds the client.
-    fn new(host: &str, token: Option<ApiToken>) -> Result<Self, String> {
+    pub fn new(host: &str, token: Option<ApiToken>) -> Result<Self, String> {
         let host = host.trim();
         let base = if host.contains("://") {
             host.to_string()
@@ -706,7 +706,7 @@ impl Api {
 
     /// Sends one request to the path made of `segments` (each
     /// percent-encoded); returns the body of a 2xx answer.
-    async fn call(
+    pub async fn call(
         &self,
         method: Method,
         segments: &[&str],

@@ -41,6 +41,7 @@ pub mod observe;
 pub mod postgres;
 pub mod proxy;
 pub mod registry;
+pub mod report;
 pub mod server;
 
 /// Exit code for bad input: a config or experiment that does not validate.

@@ -38,6 +38,9 @@ pub fn handle(state: &ApiState) -> Response<Body> {
     if let Err(e) = encoder.encode(&families, &mut buf) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
     }
+    if let Ok(extra) = state.extra_metrics.read() {
+        buf.extend_from_slice(extra.as_bytes());
+    }
     let mut r = Response::new(Body::from(buf));
     if let Ok(v) = HeaderValue::from_str(encoder.format_type()) {
         r.headers_mut().insert(CONTENT_TYPE, v);

@@ -78,6 +78,10 @@ pub struct ApiState {
     pub token: Option<Secret>,
     /// Leases held by remote controllers (see [`native`]).
     pub leases: native::Leases,
+    /// Prometheus text appended to `/metrics`: the experiment runner's
+    /// live figures (phase, SLO values, verdict) while `shakedown run`
+    /// serves the API. Empty under `serve`.
+    pub extra_metrics: std::sync::RwLock<String>,
 }
 
 impl ApiState {
@@ -87,6 +91,7 @@ impl ApiState {
             registry,
             token,
             leases: native::Leases::default(),
+            extra_metrics: std::sync::RwLock::new(String::new()),
         })
     }
 }

@@ -87,6 +87,14 @@ fn stats(state: &ApiState, name: &str) -> Response<Body> {
         })
     };
     let connect = s.connect_time.snapshot();
+    // Times each fault kind became active (a connection direction or a
+    // query it acted on): a remote runner tells from these whether a fault
+    // fired at all.
+    let activations: serde_json::Map<String, serde_json::Value> = KINDS
+        .iter()
+        .zip(&s.activations)
+        .map(|((k, _), n)| (k.to_string(), json!(n.load(Ordering::Relaxed))))
+        .collect();
     json_response(
         StatusCode::OK,
         &json!({
@@ -99,6 +107,7 @@ fn stats(state: &ApiState, name: &str) -> Response<Body> {
             "refused": s.refused.load(Ordering::Relaxed),
             "upstream": dir(Direction::Upstream),
             "downstream": dir(Direction::Downstream),
+            "activations": activations,
         }),
     )
 }

@@ -5,6 +5,7 @@
 //! `FILE:LINE:COL`. Every problem in the file is reported, not just the
 //! first, so a user fixes them in one pass.
 
+pub mod experiment;
 pub mod fault;
 pub mod location;
 

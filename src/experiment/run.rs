@@ -1,0 +1,1052 @@
+//! `shakedown run`: one experiment, from validation to verdict.
+//!
+//! validate → start targets → start load and probes → baseline → precheck
+//! → injection (faults applied and removed on schedule, guardrails checked
+//! every second) → rollback → recovery → verdict → reports.
+//!
+//! Rollback is guaranteed: every path out of the injection phase (its end,
+//! a guardrail, SIGINT/SIGTERM, a load task that panicked, an error)
+//! removes every fault the run applied before anything else happens, and
+//! faults on remote agents carry a TTL besides.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::checker::{self, Outcome};
+use super::recorder::{Recorder, Summary};
+use super::result::{
+    Event, FaultFired, Plan, PlannedFaultRecord, RunResult, SloResult, SourceSummary,
+};
+use super::spec::{Experiment, Metric, Phase, PlannedFault};
+use super::target::Handle;
+use crate::api::{ApiState, Secret};
+use crate::observe::pg::PgWindow;
+use crate::registry::Registry;
+
+/// How `run` was asked to behave.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Print the plan and exit.
+    pub dry_run: bool,
+    /// Overrides `[experiment] seed`.
+    pub seed: Option<u64>,
+    /// Overrides `[report] dir`.
+    pub report_dir: Option<PathBuf>,
+    /// Serve the control API and `/metrics` (with the run's live figures)
+    /// on this `host:port` while the run lasts.
+    pub api: Option<String>,
+}
+
+/// Exit code for bad input.
+pub const EXIT_BAD_INPUT: i32 = 64;
+/// Exit code for an internal error.
+pub const EXIT_INTERNAL: i32 = 70;
+
+/// Runs the experiment in `path` and returns the process exit code.
+pub async fn run_file(path: &Path, opts: Options) -> i32 {
+    let exp = match crate::config::experiment::load_experiment(path) {
+        Ok(e) => e,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    if opts.dry_run {
+        print!("{}", plan_text(&exp, opts.seed.or(exp.seed)));
+        return 0;
+    }
+    let interrupt = CancellationToken::new();
+    tokio::spawn(signals(interrupt.clone()));
+    let result = match run(&exp, &opts, interrupt).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shakedown run: {e}");
+            return EXIT_INTERNAL;
+        }
+    };
+    let dir = opts.report_dir.clone().unwrap_or(exp.report.dir.clone());
+    print!("{}", crate::report::summary_table(&result));
+    match crate::report::write_all(&result, &dir) {
+        Ok(files) => {
+            for f in files {
+                println!("report: {}", f.display());
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "shakedown run: cannot write reports to {}: {e}",
+                dir.display()
+            );
+            return EXIT_INTERNAL;
+        }
+    }
+    if let Some(gw) = &exp.report.pushgateway {
+        match crate::report::push::push(&result, gw).await {
+            Ok(()) => println!("pushed to {gw}"),
+            Err(e) => eprintln!("shakedown run: push to {gw} failed: {e}"),
+        }
+    }
+    result.verdict.exit_code()
+}
+
+async fn signals(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    token.cancel();
+}
+
+/// A fault's place on the timeline, from the start of the run.
+struct Scheduled<'a> {
+    fault: &'a PlannedFault,
+    apply: Duration,
+    remove: Duration,
+}
+
+fn schedule(exp: &Experiment) -> Vec<Scheduled<'_>> {
+    let b = exp.phases.baseline;
+    let i = exp.phases.injection;
+    exp.faults
+        .iter()
+        .map(|f| {
+            let end = f.duration.map_or(i, |d| (f.start + d).min(i));
+            Scheduled {
+                fault: f,
+                apply: b + f.start,
+                remove: b + end,
+            }
+        })
+        .collect()
+}
+
+/// The plan as `--dry-run` prints it.
+pub fn plan_text(exp: &Experiment, seed: Option<u64>) -> String {
+    use std::fmt::Write as _;
+    let p = exp.phases;
+    let secs = |d: Duration| format!("{:>7.1}s", d.as_secs_f64());
+    let mut out = String::new();
+    let _ = writeln!(out, "experiment: {}", exp.name);
+    let _ = writeln!(
+        out,
+        "seed:       {}",
+        seed.map_or("chosen at start".into(), |s| s.to_string())
+    );
+    let _ = writeln!(out, "targets:");
+    for t in &exp.targets {
+        let _ = writeln!(
+            out,
+            "  {} ({}) {} -> {}{}",
+            t.name,
+            t.protocol.as_str(),
+            t.listen,
+            t.upstream,
+            t.agent
+                .as_ref()
+                .map_or(String::new(), |a| format!(" on agent {a}"))
+        );
+    }
+    for l in &exp.loads {
+        let _ = writeln!(
+            out,
+            "load:       {} {:?} at {}/s, concurrency {}, timeout {:?}",
+            l.name,
+            kind_name(&l.kind),
+            l.rate,
+            l.concurrency,
+            l.timeout
+        );
+    }
+    for pr in &exp.probes {
+        let _ = writeln!(out, "probe:      {} every {:?}", pr.name, pr.interval);
+    }
+    let _ = writeln!(out, "timeline:");
+    let _ = writeln!(out, "  {} baseline starts", secs(Duration::ZERO));
+    let mut events: Vec<(Duration, String)> = vec![
+        (p.baseline, "precheck; injection starts".into()),
+        (
+            p.baseline + p.injection,
+            "rollback (every fault removed); recovery starts".into(),
+        ),
+        (
+            p.baseline + p.injection + p.recovery,
+            "verdict and reports".into(),
+        ),
+    ];
+    for s in schedule(exp) {
+        let f = &s.fault.spec;
+        events.push((
+            s.apply,
+            format!(
+                "apply {} `{}` on {} ({}, toxicity {})",
+                f.fault.kind(),
+                f.name,
+                s.fault.target,
+                f.direction,
+                f.toxicity
+            ),
+        ));
+        events.push((
+            s.remove,
+            format!("remove `{}` from {}", f.name, s.fault.target),
+        ));
+    }
+    events.sort_by_key(|(t, _)| *t);
+    for (t, what) in events {
+        let _ = writeln!(out, "  {} {what}", secs(t));
+    }
+    let _ = writeln!(out, "SLOs:");
+    for s in &exp.slos {
+        let phases: Vec<&str> = s.phases.iter().map(|p| p.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "  {}: {} of {} {:?} in {}",
+            s.name,
+            s.metric.as_str(),
+            s.source,
+            s.bounds,
+            phases.join(", ")
+        );
+    }
+    for a in &exp.aborts {
+        let _ = writeln!(
+            out,
+            "guardrail:  {} of {} {:?} for {:?}",
+            a.metric.as_str(),
+            a.source,
+            a.bounds,
+            a.for_
+        );
+    }
+    if let Some(w) = exp.recovery_within {
+        let _ = writeln!(out, "recovery:   SLOs must hold again within {w:?}");
+    }
+    out
+}
+
+fn kind_name(k: &super::spec::LoadKind) -> &'static str {
+    match k {
+        super::spec::LoadKind::Sql { .. } => "sql",
+        super::spec::LoadKind::Http { .. } => "http",
+        super::spec::LoadKind::Tcp { .. } => "tcp",
+        super::spec::LoadKind::Command { .. } => "command",
+    }
+}
+
+/// Where the data of a source comes from.
+enum Source<'a> {
+    Recorded(&'a Arc<Recorder>, &'static str),
+    Target(&'a Handle),
+}
+
+struct Run<'a> {
+    exp: &'a Experiment,
+    t0: Instant,
+    /// A fault's activations could not be read (an agent without
+    /// shakedown's stats route): "never fired" cannot be judged.
+    uncounted: bool,
+    targets: HashMap<String, Handle>,
+    recorders: HashMap<String, (Arc<Recorder>, &'static str)>,
+    timeline: Vec<Event>,
+    /// Faults applied and not yet removed: (target, name, activations at apply).
+    applied: Vec<(String, String, String, Option<u64>)>,
+    fired: Vec<FaultFired>,
+    live: bool,
+    last_line: Instant,
+    /// The API state when `--api` serves one: its `/metrics` carries the
+    /// run's live figures.
+    api: Option<Arc<ApiState>>,
+    /// The phase now, and when it started.
+    phase: (Phase, Instant),
+    last_publish: Instant,
+}
+
+impl Run<'_> {
+    fn event(&mut self, kind: &str, detail: String) {
+        let at = self.t0.elapsed().as_secs_f64();
+        info!(at = format!("{at:.1}s"), kind, "{detail}");
+        if self.live {
+            eprint!("\r\x1b[K");
+        }
+        self.timeline.push(Event {
+            at_seconds: at,
+            kind: kind.to_string(),
+            detail,
+        });
+    }
+
+    fn source(&self, name: &str) -> Option<Source<'_>> {
+        if let Some((r, kind)) = self.recorders.get(name) {
+            return Some(Source::Recorded(r, kind));
+        }
+        self.targets.get(name).map(Source::Target)
+    }
+
+    /// A metric of a source over `[from, to)`.
+    fn metric(&self, source: &str, m: Metric, from: Instant, to: Instant) -> Option<f64> {
+        match self.source(source)? {
+            Source::Recorded(r, _) => r.summary(from, to).metric(m),
+            Source::Target(h) => {
+                let w = h.pg_window(from, to)?;
+                target_metric(&w, m, (to - from).as_secs_f64())
+            }
+        }
+    }
+
+    fn summary(&self, source: &str, phase: Phase, from: Instant, to: Instant) -> SourceSummary {
+        let secs = (to - from).as_secs_f64();
+        match self.source(source) {
+            Some(Source::Recorded(r, kind)) => {
+                let s: Summary = r.summary(from, to);
+                SourceSummary {
+                    source: source.to_string(),
+                    kind: kind.to_string(),
+                    phase,
+                    ops: s.ops,
+                    errors: s.errors,
+                    // Successful operations per second, as the SLO metric.
+                    throughput: s.metric(Metric::Throughput).unwrap_or(0.0),
+                    p50: s.p50,
+                    p95: s.p95,
+                    p99: s.p99,
+                    max: s.max,
+                    value: s.value,
+                }
+            }
+            Some(Source::Target(h)) => {
+                let w = h.pg_window(from, to);
+                let ops = w.as_ref().map_or(0, |w| w.counts.queries_total);
+                SourceSummary {
+                    source: source.to_string(),
+                    kind: "target".into(),
+                    phase,
+                    ops,
+                    errors: w.as_ref().map_or(0, |w| w.counts.errors.total()),
+                    throughput: if secs > 0.0 { ops as f64 / secs } else { 0.0 },
+                    p50: w.as_ref().and_then(|w| w.counts.latency.p50_seconds),
+                    p95: w.as_ref().and_then(|w| w.counts.latency.p95_seconds),
+                    p99: w.as_ref().and_then(|w| w.counts.latency.p99_seconds),
+                    max: w.as_ref().and_then(|w| w.counts.latency.max_seconds),
+                    value: None,
+                }
+            }
+            None => SourceSummary {
+                source: source.to_string(),
+                kind: "unknown".into(),
+                phase,
+                ops: 0,
+                errors: 0,
+                throughput: 0.0,
+                p50: None,
+                p95: None,
+                p99: None,
+                max: None,
+                value: None,
+            },
+        }
+    }
+
+    /// Removes every fault still applied. Errors are recorded, never
+    /// stop the rollback of the others.
+    async fn rollback(&mut self, why: &str) {
+        if self.applied.is_empty() {
+            return;
+        }
+        let applied = std::mem::take(&mut self.applied);
+        let n = applied.len();
+        for (target, name, kind, before) in applied {
+            self.remove_one(&target, &name, &kind, before).await;
+        }
+        self.event("rollback", format!("{n} fault(s) removed ({why})"));
+    }
+
+    async fn remove_one(&mut self, target: &str, name: &str, kind: &str, before: Option<u64>) {
+        let Some(h) = self.targets.get(target) else {
+            return;
+        };
+        let after = h.activations(kind).await;
+        self.uncounted |= before.is_none() || after.is_none();
+        if let Err(e) = h.remove(name).await {
+            self.event("error", e);
+        }
+        if let Some(f) = self
+            .fired
+            .iter_mut()
+            .find(|f| f.target == target && f.name == name && !f.applied)
+        {
+            f.applied = true;
+            f.activations += match (before, after) {
+                (Some(b), Some(a)) => a.saturating_sub(b),
+                _ => 0,
+            };
+        }
+        self.event("fault_removed", format!("`{name}` removed from `{target}`"));
+    }
+
+    /// One status line: on a terminal, redrawn every second; otherwise a
+    /// log line every 10 s.
+    fn status(&mut self, phase: Phase, left: Duration) {
+        let every = if self.live {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(10)
+        };
+        if self.last_line.elapsed() < every {
+            return;
+        }
+        self.last_line = Instant::now();
+        let now = Instant::now();
+        let from = now
+            .checked_sub(Duration::from_secs(5))
+            .unwrap_or(self.t0)
+            .max(self.t0);
+        let mut parts = vec![format!(
+            "{:<9} {:>5.0}s left",
+            phase.as_str(),
+            left.as_secs_f64()
+        )];
+        for l in &self.exp.loads {
+            let p95 = self.metric(&l.name, Metric::LatencyP95, from, now);
+            let er = self.metric(&l.name, Metric::ErrorRate, from, now);
+            parts.push(format!(
+                "{}: p95 {} err {}",
+                l.name,
+                p95.map_or("-".into(), |v| format!("{:.1}ms", v * 1000.0)),
+                er.map_or("-".into(), |v| format!("{:.1}%", v * 100.0))
+            ));
+        }
+        parts.push(format!("faults active {}", self.applied.len()));
+        let line = parts.join(" | ");
+        if self.live {
+            eprint!("\r\x1b[K{line}");
+            let _ = std::io::stderr().flush();
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}
+
+impl Run<'_> {
+    /// Refreshes the live figures on `/metrics` (at most once a second).
+    fn publish(&mut self, phase: Phase) {
+        let Some(api) = self.api.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        if self.phase.0 != phase {
+            self.phase = (phase, now);
+        }
+        if now.duration_since(self.last_publish) < Duration::from_secs(1) {
+            return;
+        }
+        self.last_publish = now;
+        let text = self.live_metrics(now);
+        if let Ok(mut extra) = api.extra_metrics.write() {
+            *extra = text;
+        }
+    }
+
+    /// The run so far as Prometheus text: phase, time, faults active, and
+    /// every SLO's value over the current phase up to now.
+    fn live_metrics(&self, now: Instant) -> String {
+        use std::fmt::Write as _;
+        let exp = label(&self.exp.name);
+        let mut out = String::new();
+        let family = |out: &mut String, name: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+        };
+        family(
+            &mut out,
+            "shakedown_experiment_phase",
+            "1 for the phase the running experiment is in, 0 for the others.",
+        );
+        let (phase, since) = self.phase;
+        for p in Phase::ALL {
+            let _ = writeln!(
+                out,
+                "shakedown_experiment_phase{{experiment=\"{exp}\",phase=\"{}\"}} {}",
+                p.as_str(),
+                u8::from(p == phase)
+            );
+        }
+        family(
+            &mut out,
+            "shakedown_experiment_elapsed_seconds",
+            "Seconds since the running experiment started.",
+        );
+        let _ = writeln!(
+            out,
+            "shakedown_experiment_elapsed_seconds{{experiment=\"{exp}\"}} {}",
+            now.duration_since(self.t0).as_secs_f64()
+        );
+        family(
+            &mut out,
+            "shakedown_experiment_faults_active",
+            "Faults the running experiment has applied and not yet removed.",
+        );
+        let _ = writeln!(
+            out,
+            "shakedown_experiment_faults_active{{experiment=\"{exp}\"}} {}",
+            self.applied.len()
+        );
+        family(
+            &mut out,
+            "shakedown_experiment_live_slo_value",
+            "Each SLO's value over the current phase so far (latencies in seconds).",
+        );
+        let mut passed = Vec::new();
+        for slo in self.exp.slos.iter().filter(|s| s.phases.contains(&phase)) {
+            let Some(v) = self.metric(&slo.source, slo.metric, since, now) else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "shakedown_experiment_live_slo_value{{experiment=\"{exp}\",slo=\"{}\",phase=\"{}\"}} {v}",
+                label(&slo.name),
+                phase.as_str()
+            );
+            let absolute: Vec<_> = slo
+                .bounds
+                .iter()
+                .copied()
+                .filter(|b| matches!(b, super::spec::Bound::Max(_) | super::spec::Bound::Min(_)))
+                .collect();
+            if let Some(ok) = checker::holds(&absolute, Some(v), None) {
+                passed.push((slo.name.as_str(), ok));
+            }
+        }
+        family(
+            &mut out,
+            "shakedown_experiment_live_slo_passed",
+            "1 while an SLO's absolute bounds hold over the current phase so far, else 0.",
+        );
+        for (name, ok) in passed {
+            let _ = writeln!(
+                out,
+                "shakedown_experiment_live_slo_passed{{experiment=\"{exp}\",slo=\"{}\",phase=\"{}\"}} {}",
+                label(name),
+                phase.as_str(),
+                u8::from(ok)
+            );
+        }
+        out
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A target's own observations as an SLO value.
+fn target_metric(w: &PgWindow, m: Metric, secs: f64) -> Option<f64> {
+    let c = &w.counts;
+    let n = c.queries_total;
+    match m {
+        Metric::LatencyP50 => c.latency.p50_seconds,
+        Metric::LatencyP95 => c.latency.p95_seconds,
+        Metric::LatencyP99 => c.latency.p99_seconds,
+        Metric::LatencyMax => c.latency.max_seconds,
+        Metric::ErrorRate if n > 0 => Some(c.errors.total() as f64 / n as f64),
+        Metric::Availability if n > 0 => Some(1.0 - (c.errors.total() as f64 / n as f64).min(1.0)),
+        Metric::Throughput if secs > 0.0 && n > 0 => Some(n as f64 / secs),
+        _ => None,
+    }
+}
+
+/// Why waiting stopped early.
+enum Stop {
+    Interrupted,
+    Guardrail(String),
+    Crashed(String),
+}
+
+/// Runs an experiment to its verdict.
+pub async fn run(
+    exp: &Experiment,
+    opts: &Options,
+    interrupt: CancellationToken,
+) -> Result<RunResult, String> {
+    let seed = opts.seed.or(exp.seed).unwrap_or_else(rand::random::<u64>);
+    info!(experiment = %exp.name, seed, "run starts");
+    let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let stop_all = CancellationToken::new();
+    let registry = Registry::new(seed, stop_all.clone());
+    let t0 = Instant::now();
+    let mut run = Run {
+        exp,
+        t0,
+        uncounted: false,
+        targets: HashMap::new(),
+        recorders: HashMap::new(),
+        timeline: Vec::new(),
+        applied: Vec::new(),
+        fired: exp
+            .faults
+            .iter()
+            .map(|f| FaultFired {
+                target: f.target.clone(),
+                name: f.spec.name.clone(),
+                kind: f.spec.fault.kind().to_string(),
+                applied: false,
+                activations: 0,
+            })
+            .collect(),
+        live: std::io::stderr().is_terminal(),
+        last_line: t0,
+        api: None,
+        phase: (Phase::Baseline, t0),
+        last_publish: t0,
+    };
+    if let Some(addr) = &opts.api {
+        let listener = match tokio::net::TcpListener::bind(addr.as_str()).await {
+            Ok(l) => l,
+            Err(e) => {
+                registry.shutdown();
+                return Err(format!("--api: cannot listen on {addr}: {e}"));
+            }
+        };
+        let token = std::env::var("SHAKEDOWN_API_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(Secret::new);
+        let state = ApiState::new(registry.clone(), token);
+        tokio::spawn(crate::api::serve(listener, state.clone(), stop_all.clone()));
+        run.api = Some(state);
+    }
+    for t in &exp.targets {
+        match Handle::start(t, &registry).await {
+            Ok(h) => {
+                run.event(
+                    "target",
+                    format!("`{}` listening on {} -> {}", t.name, t.listen, t.upstream),
+                );
+                run.targets.insert(t.name.clone(), h);
+            }
+            Err(e) => {
+                for h in run.targets.values() {
+                    h.stop(&registry).await;
+                }
+                registry.shutdown();
+                stop_all.cancel();
+                return Err(e);
+            }
+        }
+    }
+
+    // A lease on every agent: if this process dies, the agent removes the
+    // faults within LEASE_TTL (each fault's own TTL is the second line).
+    let lease_stop = CancellationToken::new();
+    let mut leases = Vec::new();
+    let mut agents: Vec<&String> = exp
+        .targets
+        .iter()
+        .filter_map(|t| t.agent.as_ref())
+        .collect();
+    agents.sort();
+    agents.dedup();
+    for agent in agents {
+        let holder = format!("shakedown run `{}` (pid {})", exp.name, std::process::id());
+        leases.push(tokio::spawn(super::target::keep_lease(
+            agent.clone(),
+            holder,
+            lease_stop.clone(),
+        )));
+    }
+
+    let work = stop_all.child_token();
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut task_names: HashMap<tokio::task::Id, String> = HashMap::new();
+    for l in &exp.loads {
+        let rec = Recorder::new(t0);
+        run.recorders.insert(l.name.clone(), (rec.clone(), "load"));
+        let h = tasks.spawn(super::load::run(l.clone(), rec, work.clone()));
+        task_names.insert(h.id(), format!("load `{}`", l.name));
+    }
+    for p in &exp.probes {
+        let rec = Recorder::new(t0);
+        run.recorders.insert(p.name.clone(), (rec.clone(), "probe"));
+        let h = tasks.spawn(super::probe::run(p.clone(), rec, work.clone()));
+        task_names.insert(h.id(), format!("probe `{}`", p.name));
+    }
+
+    let b_end = t0 + exp.phases.baseline;
+    let i_end = b_end + exp.phases.injection;
+    let r_end = i_end + exp.phases.recovery;
+    let mut aborted: Option<String> = None;
+    let mut precheck_failed = false;
+    let mut injection_end = i_end;
+    let mut recovery_end = r_end;
+
+    // Baseline.
+    run.event("phase", "baseline".into());
+    if let Err(stop) = wait(
+        &mut run,
+        Phase::Baseline,
+        b_end,
+        &interrupt,
+        &mut tasks,
+        &task_names,
+        false,
+    )
+    .await
+    {
+        aborted = Some(stop_reason(&stop));
+        injection_end = Instant::now();
+        recovery_end = injection_end;
+    }
+
+    // Precheck: the baseline must meet the SLOs before anything is injected.
+    if aborted.is_none() {
+        for slo in exp
+            .slos
+            .iter()
+            .filter(|s| s.phases.contains(&Phase::Baseline))
+        {
+            let v = run.metric(&slo.source, slo.metric, t0, b_end);
+            if checker::check(slo, Phase::Baseline, v, v).passed == Some(false) {
+                precheck_failed = true;
+            }
+        }
+        if precheck_failed {
+            run.event(
+                "precheck",
+                "the baseline broke an SLO; nothing will be injected".into(),
+            );
+            injection_end = b_end;
+            recovery_end = b_end;
+        }
+    }
+
+    // Injection: faults on schedule, guardrails every second.
+    if aborted.is_none() && !precheck_failed {
+        run.event("phase", "injection".into());
+        let mut plan: Vec<(Instant, bool, usize)> = Vec::new();
+        let sched = schedule(exp);
+        for (i, s) in sched.iter().enumerate() {
+            plan.push((t0 + s.apply, true, i));
+            plan.push((t0 + s.remove, false, i));
+        }
+        // Removals before applications at the same instant (ramps).
+        plan.sort_by_key(|(at, apply, _)| (*at, *apply));
+        let mut next = 0;
+        loop {
+            while next < plan.len() && plan[next].0 <= Instant::now() {
+                let (_, apply, i) = plan[next];
+                next += 1;
+                let f = sched[i].fault;
+                if apply {
+                    let Some(h) = run.targets.get(&f.target) else {
+                        continue;
+                    };
+                    let before = h.activations(f.spec.fault.kind()).await;
+                    match h.apply(&registry, &f.spec, t0 + sched[i].remove).await {
+                        Ok(()) => {
+                            run.applied.push((
+                                f.target.clone(),
+                                f.spec.name.clone(),
+                                f.spec.fault.kind().to_string(),
+                                before,
+                            ));
+                            run.event(
+                                "fault_applied",
+                                format!(
+                                    "{} `{}` on `{}` ({}, toxicity {})",
+                                    f.spec.fault.kind(),
+                                    f.spec.name,
+                                    f.target,
+                                    f.spec.direction,
+                                    f.spec.toxicity
+                                ),
+                            );
+                        }
+                        Err(e) => run.event("error", e),
+                    }
+                } else if let Some(pos) = run
+                    .applied
+                    .iter()
+                    .position(|(t, n, _, _)| *t == f.target && *n == f.spec.name)
+                {
+                    let (t, n, k, b) = run.applied.remove(pos);
+                    run.remove_one(&t, &n, &k, b).await;
+                }
+            }
+            let now = Instant::now();
+            if now >= i_end {
+                break;
+            }
+            let wake = plan
+                .get(next)
+                .map_or(i_end, |(at, _, _)| *at)
+                .min(i_end)
+                .min(now + Duration::from_secs(1));
+            if let Err(stop) = wait(
+                &mut run,
+                Phase::Injection,
+                wake,
+                &interrupt,
+                &mut tasks,
+                &task_names,
+                true,
+            )
+            .await
+            {
+                aborted = Some(stop_reason(&stop));
+                injection_end = Instant::now();
+                recovery_end = injection_end;
+                break;
+            }
+        }
+        let why = if aborted.is_some() {
+            "aborted"
+        } else {
+            "end of injection"
+        };
+        run.rollback(why).await;
+    }
+
+    // Recovery.
+    if aborted.is_none() && !precheck_failed {
+        run.event("phase", "recovery".into());
+        if let Err(stop) = wait(
+            &mut run,
+            Phase::Recovery,
+            r_end,
+            &interrupt,
+            &mut tasks,
+            &task_names,
+            false,
+        )
+        .await
+        {
+            aborted = Some(stop_reason(&stop));
+            recovery_end = Instant::now();
+        }
+    }
+    if let Some(why) = &aborted {
+        run.event("abort", why.clone());
+    }
+    if run.live {
+        eprintln!();
+    }
+
+    // Stop the traffic, then the targets.
+    work.cancel();
+    while tasks.join_next().await.is_some() {}
+    let end = Instant::now();
+
+    // Judge.
+    let windows = [
+        (Phase::Baseline, t0, b_end.min(injection_end.max(t0))),
+        (Phase::Injection, b_end, injection_end),
+        (Phase::Recovery, injection_end, recovery_end),
+    ];
+    let reached = |phase: Phase| -> Option<(Instant, Instant)> {
+        windows
+            .iter()
+            .find(|(p, _, _)| *p == phase)
+            .filter(|(_, from, to)| to > from)
+            .map(|(_, from, to)| (*from, *to))
+    };
+    let mut slos: Vec<SloResult> = Vec::new();
+    for slo in &exp.slos {
+        let baseline =
+            reached(Phase::Baseline).and_then(|(f, t)| run.metric(&slo.source, slo.metric, f, t));
+        for phase in &slo.phases {
+            let Some((from, to)) = reached(*phase) else {
+                continue;
+            };
+            let v = run.metric(&slo.source, slo.metric, from, to);
+            slos.push(checker::check(slo, *phase, v, baseline));
+        }
+    }
+    let recovery_slos: Vec<_> = exp
+        .slos
+        .iter()
+        .filter(|s| s.phases.contains(&Phase::Recovery))
+        .collect();
+    let mut recovery_seconds = None;
+    if aborted.is_none()
+        && !precheck_failed
+        && !recovery_slos.is_empty()
+        && let Some((from, to)) = reached(Phase::Recovery)
+    {
+        let last = (to - from).as_secs().saturating_sub(1);
+        recovery_seconds = checker::recovery_time(last, |s| {
+            let start = from + Duration::from_secs(s);
+            recovery_slos.iter().all(|slo| {
+                let baseline = reached(Phase::Baseline)
+                    .and_then(|(f, t)| run.metric(&slo.source, slo.metric, f, t));
+                let v = run.metric(&slo.source, slo.metric, start, to);
+                checker::holds(&slo.bounds, v, baseline) == Some(true)
+            })
+        })
+        .map(|s| s as f64);
+    }
+    let counted = !run.uncounted;
+    let applied_faults: Vec<FaultFired> = run.fired.iter().filter(|f| f.applied).cloned().collect();
+    let (verdict, reason) = checker::verdict(&Outcome {
+        aborted: aborted.clone(),
+        precheck_failed,
+        slos: &slos,
+        recovery_seconds,
+        recovery_within: exp.recovery_within.map(|d| d.as_secs_f64()),
+        has_recovery_slos: !recovery_slos.is_empty() && aborted.is_none() && !precheck_failed,
+        faults: &applied_faults,
+        counted,
+    });
+    let mut sources = Vec::new();
+    let names: Vec<String> = exp
+        .loads
+        .iter()
+        .map(|l| l.name.clone())
+        .chain(exp.probes.iter().map(|p| p.name.clone()))
+        .chain(
+            exp.targets
+                .iter()
+                .filter(|t| t.protocol == crate::config::Protocol::Postgres && t.agent.is_none())
+                .map(|t| t.name.clone()),
+        )
+        .collect();
+    for name in &names {
+        for phase in Phase::ALL {
+            if let Some((from, to)) = reached(phase) {
+                sources.push(run.summary(name, phase, from, to));
+            }
+        }
+    }
+    run.event("verdict", format!("{}: {reason}", verdict.as_str()));
+
+    for h in run.targets.values() {
+        h.stop(&registry).await;
+    }
+    lease_stop.cancel();
+    for l in leases {
+        let _ = l.await;
+    }
+    registry.shutdown();
+    stop_all.cancel();
+
+    let plan = Plan {
+        baseline_seconds: exp.phases.baseline.as_secs_f64(),
+        injection_seconds: exp.phases.injection.as_secs_f64(),
+        recovery_seconds: exp.phases.recovery.as_secs_f64(),
+        faults: schedule(exp)
+            .iter()
+            .map(|s| PlannedFaultRecord {
+                target: s.fault.target.clone(),
+                name: s.fault.spec.name.clone(),
+                kind: s.fault.spec.fault.kind().to_string(),
+                direction: s.fault.spec.direction.as_str().to_string(),
+                toxicity: f64::from(s.fault.spec.toxicity),
+                attributes: s.fault.spec.fault.attributes(),
+                apply_at_seconds: s.apply.as_secs_f64(),
+                remove_at_seconds: s.remove.as_secs_f64(),
+            })
+            .collect(),
+    };
+    Ok(RunResult {
+        experiment: exp.name.clone(),
+        file: exp.file.clone(),
+        description: exp.description.clone(),
+        seed,
+        started_at,
+        duration_seconds: (end - t0).as_secs_f64(),
+        plan,
+        timeline: run.timeline,
+        slos,
+        sources,
+        faults: run.fired,
+        recovery_seconds,
+        recovery_within_seconds: exp.recovery_within.map(|d| d.as_secs_f64()),
+        verdict,
+        reason,
+    })
+}
+
+fn stop_reason(s: &Stop) -> String {
+    match s {
+        Stop::Interrupted => "interrupted (SIGINT/SIGTERM); every fault was rolled back".into(),
+        Stop::Guardrail(g) => format!("guardrail fired: {g}; every fault was rolled back"),
+        Stop::Crashed(c) => format!("{c}; every fault was rolled back"),
+    }
+}
+
+/// Waits until `until`, watching for an interrupt, a crashed load or probe
+/// and (during injection) the guardrails.
+async fn wait(
+    run: &mut Run<'_>,
+    phase: Phase,
+    until: Instant,
+    interrupt: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+    names: &HashMap<tokio::task::Id, String>,
+    guard: bool,
+) -> Result<(), Stop> {
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            return Ok(());
+        }
+        run.status(phase, until - now);
+        run.publish(phase);
+        if guard && let Some(g) = guardrail(run, now) {
+            warn!("{g}");
+            return Err(Stop::Guardrail(g));
+        }
+        let tick = (now + Duration::from_millis(250)).min(until);
+        tokio::select! {
+            _ = interrupt.cancelled() => return Err(Stop::Interrupted),
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let (id, what) = match &done {
+                    Ok((id, ())) => (*id, "stopped"),
+                    Err(e) => (e.id(), if e.is_panic() { "panicked" } else { "was cancelled" }),
+                };
+                let name = names.get(&id).cloned().unwrap_or_else(|| "a task".into());
+                return Err(Stop::Crashed(format!("{name} {what}")));
+            }
+            _ = tokio::time::sleep_until(tick) => {}
+        }
+    }
+}
+
+/// The first guardrail broken over its whole window, if any.
+fn guardrail(run: &Run<'_>, now: Instant) -> Option<String> {
+    let injection_start = run.t0 + run.exp.phases.baseline;
+    for a in &run.exp.aborts {
+        if now < injection_start + a.for_ {
+            continue;
+        }
+        let from = now - a.for_;
+        let v = run.metric(&a.source, a.metric, from, now);
+        if checker::holds(&a.bounds, v, None) == Some(false) {
+            let shown = v.map_or("no data".into(), |v| format!("{v:.4}"));
+            return Some(format!(
+                "{} of `{}` was {shown} over the last {:?}, beyond {:?}",
+                a.metric.as_str(),
+                a.source,
+                a.for_,
+                a.bounds
+            ));
+        }
+    }
+    None
+}
