@@ -59,6 +59,11 @@ pub struct RunArgs {
     /// Where reports go (overrides `[report] dir`).
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
+    /// Scale the schedule (phases, fault start and duration, recovery
+    /// `within`, guardrail `for`) by F, e.g. 0.1 for a quick smoke run in
+    /// CI. Fault attributes and load rates are not scaled.
+    #[arg(long, value_name = "F", value_parser = parse_scale)]
+    pub time_scale: Option<f64>,
     /// Serve the control API and /metrics (with the run's live figures:
     /// phase, SLO values, faults active) on HOST:PORT while the run lasts.
     #[arg(long, value_name = "HOST:PORT")]
@@ -112,6 +117,14 @@ impl Cli {
             Command::Run(a) => usize::from(a.threads),
             _ => 1,
         }
+    }
+}
+
+/// A `--time-scale` factor: above 0, at most 100.
+fn parse_scale(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 100.0 => Ok(f),
+        _ => Err(format!("`{s}` is not a factor above 0 and at most 100")),
     }
 }
 
@@ -216,6 +229,7 @@ pub async fn run(cli: Cli) -> i32 {
                 seed: args.seed,
                 report_dir: args.report_dir,
                 api: args.api,
+                time_scale: args.time_scale,
             };
             crate::experiment::run::run_file(&args.file, opts).await
         }

@@ -495,3 +495,110 @@ dir = "{{dir}}"
     assert!(j.reason.contains("interrupted"), "{}", j.reason);
     let _ = agent.kill();
 }
+
+/// Runs an experiment with one `query_error` at toxicity 0.5 and no load,
+/// serving its API on a free port; once the fault is on, sends 40 queries
+/// through the proxy and returns which failed. Also checks that the run's
+/// `/metrics` shows it in its injection phase.
+fn decisions(seed: u64) -> Vec<bool> {
+    let d = scratch(&format!("seed-{seed}"));
+    let port = free_port();
+    let api = free_port();
+    let body = r#"
+[experiment]
+name = "seeded"
+
+[[target]]
+name = "pg"
+protocol = "postgres"
+listen = "127.0.0.1:{port}"
+upstream = "127.0.0.1:5432"
+
+[phases]
+baseline = "0s"
+injection = "60s"
+recovery = "0s"
+
+[[fault]]
+target = "pg"
+kind = "query_error"
+sqlstate = "40001"
+sql = "seed-probe"
+toxicity = 0.5
+
+[report]
+dir = "{dir}"
+"#;
+    let f = experiment(&d, body, port);
+    let mut child = bin()
+        .arg("run")
+        .arg(&f)
+        .args([
+            "--seed",
+            &seed.to_string(),
+            "--api",
+            &format!("127.0.0.1:{api}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = std::net::TcpStream::connect(("127.0.0.1", api))
+            .ok()
+            .map(|_| http_get(api, "/proxies/pg/toxics"));
+        if r.as_deref().is_some_and(|r| r.contains("query_error")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fault never came on: {r:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let failed = rt.block_on(async {
+        let dsn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
+        let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut failed = Vec::new();
+        for _ in 0..40 {
+            match client.simple_query("SELECT 'seed-probe'").await {
+                Ok(_) => failed.push(false),
+                Err(e) => {
+                    assert_eq!(e.code().map(|c| c.code()), Some("40001"), "{e}");
+                    failed.push(true);
+                }
+            }
+        }
+        failed
+    });
+    // While it runs, /metrics shows the run and its phase.
+    let metrics = http_get(api, "/metrics");
+    assert!(
+        metrics.contains(r#"shakedown_experiment_phase{experiment="seeded",phase="injection"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"shakedown_experiment_faults_active{experiment="seeded"} 1"#),
+        "{metrics}"
+    );
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(4));
+    failed
+}
+
+#[test]
+fn the_same_seed_gives_the_same_fault_decisions() {
+    let a = decisions(11);
+    let b = decisions(11);
+    let c = decisions(12);
+    assert!(a.contains(&true) && a.contains(&false), "{a:?}");
+    assert_eq!(a, b, "same seed, same decisions");
+    assert_ne!(a, c, "another seed, other decisions");
+}

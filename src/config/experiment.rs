@@ -455,10 +455,27 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
                 if let Some(d) = &dsn {
                     check_dsn(cx, d);
                 }
-                let query = t.string(cx, "query", true);
+                let query = sql_steps(cx, &mut t);
+                let setup = t.string(cx, "setup", false);
+                let per_operation = match t.get("connection") {
+                    None => false,
+                    Some(v) => match v.get_ref().as_str() {
+                        Some("pooled") => false,
+                        Some("per_operation") => true,
+                        _ => {
+                            cx.err(
+                                v.span(),
+                                "`connection` must be \"pooled\" (default) or \"per_operation\"",
+                            );
+                            false
+                        }
+                    },
+                };
                 Some(LoadKind::Sql {
                     dsn: dsn?.into_inner(),
-                    query: query?.into_inner(),
+                    query: query?,
+                    setup: setup.map(Spanned::into_inner),
+                    per_operation,
                 })
             }
             "http" => {
@@ -949,6 +966,29 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
         aborts,
         report,
     })
+}
+
+/// A SQL load's `query`: one statement, or a list run in order as one
+/// operation.
+fn sql_steps(cx: &mut Cx<'_>, t: &mut Table<'_>) -> Option<Vec<String>> {
+    let v = t.required(cx, "query")?;
+    let steps: Option<Vec<String>> = match v.get_ref() {
+        toml::Value::String(s) => Some(vec![s.clone()]),
+        toml::Value::Array(items) => items.iter().map(|i| i.as_str().map(String::from)).collect(),
+        _ => None,
+    };
+    match steps {
+        Some(steps) if !steps.is_empty() && steps.iter().all(|s| !s.trim().is_empty()) => {
+            Some(steps)
+        }
+        _ => {
+            cx.err(
+                v.span(),
+                "`query` must be a SQL string, or a list of them run in order (e.g. [\"BEGIN\", \"UPDATE …\", \"COMMIT\"])",
+            );
+            None
+        }
+    }
 }
 
 /// A duration that must be above zero.

@@ -192,6 +192,20 @@ pub struct SourceSummary {
     pub max: Option<f64>,
     /// Mean probe value.
     pub value: Option<f64>,
+    /// Failed operations by class (`timeout`, `sqlstate 23502`, `status
+    /// 503`...), most frequent first; for a target, errors by SQLSTATE and
+    /// source (`sqlstate 23502 (injected)`).
+    #[serde(default)]
+    pub errors_by_class: Vec<ErrorClass>,
+}
+
+/// How many failed operations had one class of error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorClass {
+    /// `timeout`, `overloaded`, `connect`, `sqlstate 57014`, ...
+    pub class: String,
+    /// Failed operations of that class.
+    pub count: u64,
 }
 
 /// How often a planned fault acted.

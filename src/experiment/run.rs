@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use super::checker::{self, Outcome};
 use super::recorder::{Recorder, Summary};
 use super::result::{
-    Event, FaultFired, Plan, PlannedFaultRecord, RunResult, SloResult, SourceSummary,
+    ErrorClass, Event, FaultFired, Plan, PlannedFaultRecord, RunResult, SloResult, SourceSummary,
 };
 use super::spec::{Experiment, Metric, Phase, PlannedFault};
 use super::target::Handle;
@@ -40,6 +40,9 @@ pub struct Options {
     pub seed: Option<u64>,
     /// Overrides `[report] dir`.
     pub report_dir: Option<PathBuf>,
+    /// Scales the schedule (phases, fault times, `within`, guardrail
+    /// windows) by this factor; see [`Experiment::scaled`].
+    pub time_scale: Option<f64>,
     /// Serve the control API and `/metrics` (with the run's live figures)
     /// on this `host:port` while the run lasts.
     pub api: Option<String>,
@@ -58,6 +61,10 @@ pub async fn run_file(path: &Path, opts: Options) -> i32 {
             eprintln!("{errors}");
             return EXIT_BAD_INPUT;
         }
+    };
+    let exp = match opts.time_scale {
+        Some(f) => exp.scaled(f),
+        None => exp,
     };
     if opts.dry_run {
         print!("{}", plan_text(&exp, opts.seed.or(exp.seed)));
@@ -273,7 +280,11 @@ struct Run<'a> {
     api: Option<Arc<ApiState>>,
     /// The phase now, and when it started.
     phase: (Phase, Instant),
+    /// When the current phase is planned to end (for the status line).
+    phase_end: Instant,
     last_publish: Instant,
+    /// Faults applied at the last publication.
+    published_faults: usize,
 }
 
 impl Run<'_> {
@@ -303,13 +314,12 @@ impl Run<'_> {
             Source::Recorded(r, _) => r.summary(from, to).metric(m),
             Source::Target(h) => {
                 let w = h.pg_window(from, to)?;
-                target_metric(&w, m, (to - from).as_secs_f64())
+                target_metric(&w, m, w.seconds as f64)
             }
         }
     }
 
     fn summary(&self, source: &str, phase: Phase, from: Instant, to: Instant) -> SourceSummary {
-        let secs = (to - from).as_secs_f64();
         match self.source(source) {
             Some(Source::Recorded(r, kind)) => {
                 let s: Summary = r.summary(from, to);
@@ -326,6 +336,14 @@ impl Run<'_> {
                     p99: s.p99,
                     max: s.max,
                     value: s.value,
+                    errors_by_class: s
+                        .errors_by_class
+                        .iter()
+                        .map(|(class, count)| ErrorClass {
+                            class: class.clone(),
+                            count: *count,
+                        })
+                        .collect(),
                 }
             }
             Some(Source::Target(h)) => {
@@ -336,13 +354,35 @@ impl Run<'_> {
                     kind: "target".into(),
                     phase,
                     ops,
-                    errors: w.as_ref().map_or(0, |w| w.counts.errors.total()),
-                    throughput: if secs > 0.0 { ops as f64 / secs } else { 0.0 },
+                    errors: w.as_ref().map_or(0, |w| {
+                        w.counts
+                            .errors
+                            .total()
+                            .saturating_sub(w.counts.sessions_rejected.total())
+                            .min(ops)
+                    }),
+                    throughput: w
+                        .as_ref()
+                        .and_then(|w| target_metric(w, Metric::Throughput, w.seconds as f64))
+                        .unwrap_or(0.0),
                     p50: w.as_ref().and_then(|w| w.counts.latency.p50_seconds),
                     p95: w.as_ref().and_then(|w| w.counts.latency.p95_seconds),
                     p99: w.as_ref().and_then(|w| w.counts.latency.p99_seconds),
                     max: w.as_ref().and_then(|w| w.counts.latency.max_seconds),
                     value: None,
+                    errors_by_class: w.as_ref().map_or(Vec::new(), |w| {
+                        let mut v: Vec<ErrorClass> = w
+                            .counts
+                            .errors_by_sqlstate
+                            .iter()
+                            .map(|e| ErrorClass {
+                                class: format!("sqlstate {} ({})", e.sqlstate, e.source.as_str()),
+                                count: e.count,
+                            })
+                            .collect();
+                        v.sort_by_key(|e| std::cmp::Reverse(e.count));
+                        v
+                    }),
                 }
             }
             None => SourceSummary {
@@ -357,6 +397,7 @@ impl Run<'_> {
                 p99: None,
                 max: None,
                 value: None,
+                errors_by_class: Vec::new(),
             },
         }
     }
@@ -448,13 +489,17 @@ impl Run<'_> {
             return;
         };
         let now = Instant::now();
+        // A new phase or a fault applied or removed shows at once; values
+        // are refreshed once a second.
+        let changed = self.phase.0 != phase || self.published_faults != self.applied.len();
         if self.phase.0 != phase {
             self.phase = (phase, now);
         }
-        if now.duration_since(self.last_publish) < Duration::from_secs(1) {
+        if !changed && now.duration_since(self.last_publish) < Duration::from_secs(1) {
             return;
         }
         self.last_publish = now;
+        self.published_faults = self.applied.len();
         let text = self.live_metrics(now);
         if let Ok(mut extra) = api.extra_metrics.write() {
             *extra = text;
@@ -560,14 +605,22 @@ fn label(v: &str) -> String {
 fn target_metric(w: &PgWindow, m: Metric, secs: f64) -> Option<f64> {
     let c = &w.counts;
     let n = c.queries_total;
+    // Errors of queries: the FATALs that refused sessions at startup are
+    // errors too, but of no query.
+    let failed = c
+        .errors
+        .total()
+        .saturating_sub(c.sessions_rejected.total())
+        .min(n);
     match m {
         Metric::LatencyP50 => c.latency.p50_seconds,
         Metric::LatencyP95 => c.latency.p95_seconds,
         Metric::LatencyP99 => c.latency.p99_seconds,
         Metric::LatencyMax => c.latency.max_seconds,
-        Metric::ErrorRate if n > 0 => Some(c.errors.total() as f64 / n as f64),
-        Metric::Availability if n > 0 => Some(1.0 - (c.errors.total() as f64 / n as f64).min(1.0)),
-        Metric::Throughput if secs > 0.0 && n > 0 => Some(n as f64 / secs),
+        Metric::ErrorRate if n > 0 => Some(failed as f64 / n as f64),
+        Metric::Availability if n > 0 => Some(1.0 - failed as f64 / n as f64),
+        // Answered without an error, per second (as for loads).
+        Metric::Throughput if secs > 0.0 && n > 0 => Some((n - failed) as f64 / secs),
         _ => None,
     }
 }
@@ -614,7 +667,9 @@ pub async fn run(
         last_line: t0,
         api: None,
         phase: (Phase::Baseline, t0),
+        phase_end: t0,
         last_publish: t0,
+        published_faults: 0,
     };
     if let Some(addr) = &opts.api {
         let listener = match tokio::net::TcpListener::bind(addr.as_str()).await {
@@ -698,6 +753,7 @@ pub async fn run(
 
     // Baseline.
     run.event("phase", "baseline".into());
+    run.phase_end = b_end;
     if let Err(stop) = wait(
         &mut run,
         Phase::Baseline,
@@ -739,6 +795,7 @@ pub async fn run(
     // Injection: faults on schedule, guardrails every second.
     if aborted.is_none() && !precheck_failed {
         run.event("phase", "injection".into());
+        run.phase_end = i_end;
         let mut plan: Vec<(Instant, bool, usize)> = Vec::new();
         let sched = schedule(exp);
         for (i, s) in sched.iter().enumerate() {
@@ -826,6 +883,7 @@ pub async fn run(
     // Recovery.
     if aborted.is_none() && !precheck_failed {
         run.event("phase", "recovery".into());
+        run.phase_end = r_end;
         if let Err(stop) = wait(
             &mut run,
             Phase::Recovery,
@@ -1006,7 +1064,7 @@ async fn wait(
         if now >= until {
             return Ok(());
         }
-        run.status(phase, until - now);
+        run.status(phase, run.phase_end.saturating_duration_since(now));
         run.publish(phase);
         if guard && let Some(g) = guardrail(run, now) {
             warn!("{g}");

@@ -45,6 +45,32 @@ pub struct Experiment {
     pub report: ReportSpec,
 }
 
+impl Experiment {
+    /// The same experiment with its schedule scaled by `factor`: phase
+    /// lengths, fault starts and durations, `recovery.within` and the
+    /// guardrails' `for` (`shakedown run --time-scale 0.1` for a smoke run
+    /// in CI). Fault attributes (latencies, timeouts) and load rates are
+    /// not scaled: the system sees the same faults, for less time.
+    pub fn scaled(&self, factor: f64) -> Experiment {
+        let f = |d: Duration| d.mul_f64(factor);
+        let mut e = self.clone();
+        e.phases = Phases {
+            baseline: f(e.phases.baseline),
+            injection: f(e.phases.injection),
+            recovery: f(e.phases.recovery),
+        };
+        for fault in &mut e.faults {
+            fault.start = f(fault.start);
+            fault.duration = fault.duration.map(f);
+        }
+        e.recovery_within = e.recovery_within.map(f);
+        for a in &mut e.aborts {
+            a.for_ = f(a.for_);
+        }
+        e
+    }
+}
+
 /// `[[target]]`: a proxy.
 #[derive(Clone, Debug, Serialize)]
 pub struct Target {
@@ -93,12 +119,22 @@ pub struct Load {
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum LoadKind {
-    /// One query on a pooled connection (`dsn`, `query`).
+    /// One query (or a short script) on a pooled connection.
     Sql {
         /// A libpq-style URL or key=value string.
         dsn: String,
-        /// The statement run by each operation.
-        query: String,
+        /// What one operation runs, in order, on one connection: a single
+        /// statement, or several (`["BEGIN", "UPDATE …", "COMMIT"]`), so a
+        /// fault can strike between them, mid-transaction. A failed step
+        /// ends the operation and the connection is rolled back.
+        query: Vec<String>,
+        /// Run once on each new connection before its first operation
+        /// (e.g. `CREATE TEMP TABLE …`); not an operation itself.
+        setup: Option<String>,
+        /// A new connection for every operation (`connection =
+        /// "per_operation"`, like pgbench `-C`), so connection faults
+        /// (`reject_connections`, `refuse`) are seen; default pooled.
+        per_operation: bool,
     },
     /// One HTTP request.
     Http {

@@ -80,6 +80,7 @@ fn source(
         p99: p95.map(|p| nice(p * 1.5)),
         max: p95.map(|p| nice(p * 3.0)),
         value,
+        errors_by_class: Vec::new(),
     }
 }
 

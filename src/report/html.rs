@@ -124,6 +124,11 @@ pub fn text(r: &RunResult) -> String {
         o.push_str("<p>No source was measured.</p>\n");
     } else {
         o.push_str(&table(&rows::observed(r), &[]));
+        let errors = rows::errors(r);
+        if !errors.rows.is_empty() {
+            o.push_str("<h3>Errors by class</h3>\n");
+            o.push_str(&table(&errors, &[]));
+        }
         o.push_str("<p>From baseline to injection to recovery:</p>\n");
         o.push_str(&table(&rows::deltas_table(r), &[]));
     }

@@ -76,6 +76,12 @@ pub fn text(r: &RunResult) -> String {
         o.push_str("\nFrom baseline to injection to recovery:\n\n");
         o.push_str(&table(&rows::deltas_table(r)));
         o.push('\n');
+        let errors = rows::errors(r);
+        if !errors.rows.is_empty() {
+            o.push_str("Errors by class:\n\n");
+            o.push_str(&table(&errors));
+            o.push('\n');
+        }
     }
 
     o.push_str("## Timeline\n\n");

@@ -49,6 +49,27 @@ fn error_rate(s: &SourceSummary) -> Option<f64> {
 }
 
 /// One row per source and phase: what was measured.
+/// One row per source, phase and class of error: why operations failed.
+pub(crate) fn errors(r: &RunResult) -> Rows {
+    Rows {
+        headers: vec!["Source", "Phase", "Error", "Count"],
+        rows: r
+            .sources
+            .iter()
+            .flat_map(|s| {
+                s.errors_by_class.iter().map(|e| {
+                    vec![
+                        s.source.clone(),
+                        s.phase.as_str().to_string(),
+                        e.class.clone(),
+                        e.count.to_string(),
+                    ]
+                })
+            })
+            .collect(),
+    }
+}
+
 pub(crate) fn observed(r: &RunResult) -> Rows {
     let with_value = r.sources.iter().any(|s| s.value.is_some());
     let mut headers = vec![

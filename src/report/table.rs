@@ -105,6 +105,21 @@ pub(crate) fn summary(r: &RunResult) -> String {
         }
     }
 
+    let errors = rows::errors(r);
+    if !errors.rows.is_empty() {
+        out.push_str("\nerrors (source, phase: class count):\n");
+        for row in &errors.rows {
+            let _ = writeln!(
+                out,
+                "  {} {}: {} {}",
+                one(&row[0]),
+                row[1],
+                one(&row[2]),
+                row[3]
+            );
+        }
+    }
+
     let _ = writeln!(out, "\nrecovery: {}", format::recovery(r));
 
     if r.faults.is_empty() {
