@@ -193,6 +193,29 @@ impl<'a> Table<'a> {
         }
     }
 
+    /// An `http://` URL.
+    fn url(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: &'static str,
+        required: bool,
+    ) -> Option<Spanned<String>> {
+        let u = self.string(cx, key, required)?;
+        if let Err(e) = check_url(u.get_ref()) {
+            cx.err(u.span(), format!("bad `{key}`: {e}"));
+        }
+        Some(u)
+    }
+
+    /// A PostgreSQL connection string (`dsn`, required).
+    fn dsn(&mut self, cx: &mut Cx<'_>) -> Option<Spanned<String>> {
+        let d = self.string(cx, "dsn", true)?;
+        if let Err(e) = d.get_ref().parse::<tokio_postgres::Config>() {
+            cx.err(d.span(), format!("bad `dsn`: {e}"));
+        }
+        Some(d)
+    }
+
     fn duration(&mut self, cx: &mut Cx<'_>, key: &'static str, required: bool) -> Option<Duration> {
         let v = if required {
             self.required(cx, key)?
@@ -374,12 +397,7 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
                 cx.err(a.span(), format!("bad {what} address: {e}"));
             }
         }
-        let agent = t.string(cx, "agent", false);
-        if let Some(a) = &agent
-            && let Err(e) = check_url(a.get_ref())
-        {
-            cx.err(a.span(), format!("bad `agent`: {e}"));
-        }
+        let agent = t.url(cx, "agent", false);
         let tls = match t.get("tls") {
             None => TlsMode::Refuse,
             Some(v) => match v.get_ref().as_str() {
@@ -451,10 +469,7 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
         let kind = t.string(cx, "kind", true);
         let kind = kind.and_then(|k| match k.get_ref().as_str() {
             "sql" => {
-                let dsn = t.string(cx, "dsn", true);
-                if let Some(d) = &dsn {
-                    check_dsn(cx, d);
-                }
+                let dsn = t.dsn(cx);
                 let query = sql_steps(cx, &mut t);
                 let setup = t.string(cx, "setup", false);
                 let per_operation = match t.get("connection") {
@@ -479,12 +494,7 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
                 })
             }
             "http" => {
-                let url = t.string(cx, "url", true);
-                if let Some(u) = &url
-                    && let Err(e) = check_url(u.get_ref())
-                {
-                    cx.err(u.span(), format!("bad `url`: {e}"));
-                }
+                let url = t.url(cx, "url", true);
                 let method = t.string(cx, "method", false);
                 if let Some(m) = &method
                     && hyper::Method::from_bytes(m.get_ref().as_bytes()).is_err()
@@ -569,12 +579,7 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
         let kind = t.string(cx, "kind", true);
         let kind = kind.and_then(|k| match k.get_ref().as_str() {
             "prometheus" => {
-                let url = t.string(cx, "url", true);
-                if let Some(u) = &url
-                    && let Err(e) = check_url(u.get_ref())
-                {
-                    cx.err(u.span(), format!("bad `url`: {e}"));
-                }
+                let url = t.url(cx, "url", true);
                 let query = t.string(cx, "query", true);
                 Some(ProbeKind::Prometheus {
                     url: url?.into_inner(),
@@ -582,12 +587,7 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
                 })
             }
             "http" => {
-                let url = t.string(cx, "url", true);
-                if let Some(u) = &url
-                    && let Err(e) = check_url(u.get_ref())
-                {
-                    cx.err(u.span(), format!("bad `url`: {e}"));
-                }
+                let url = t.url(cx, "url", true);
                 let expect_status = t.integer(cx, "expect_status", 100, 599).map(|s| s as u16);
                 Some(ProbeKind::Http {
                     url: url?.into_inner(),
@@ -595,10 +595,7 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
                 })
             }
             "sql" => {
-                let dsn = t.string(cx, "dsn", true);
-                if let Some(d) = &dsn {
-                    check_dsn(cx, d);
-                }
+                let dsn = t.dsn(cx);
                 let query = t.string(cx, "query", true);
                 Some(ProbeKind::Sql {
                     dsn: dsn?.into_inner(),
@@ -935,12 +932,7 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
         Some(r) => {
             let mut t = Table::new(r, "[report]");
             let dir = t.string(cx, "dir", false);
-            let pushgateway = t.string(cx, "pushgateway", false);
-            if let Some(g) = &pushgateway
-                && let Err(e) = check_url(g.get_ref())
-            {
-                cx.err(g.span(), format!("bad `pushgateway`: {e}"));
-            }
+            let pushgateway = t.url(cx, "pushgateway", false);
             t.finish(cx);
             ReportSpec {
                 dir: dir.map_or(PathBuf::from(DEFAULT_REPORT_DIR), |d| {
@@ -1236,12 +1228,6 @@ fn read_phases(cx: &mut Cx<'_>, v: &Spanned<toml::Value>) -> Option<Vec<Phase>> 
     }
     out.sort();
     Some(out)
-}
-
-fn check_dsn(cx: &mut Cx<'_>, dsn: &Spanned<String>) {
-    if let Err(e) = dsn.get_ref().parse::<tokio_postgres::Config>() {
-        cx.err(dsn.span(), format!("bad `dsn`: {e}"));
-    }
 }
 
 /// Checks an `http://host:port[/path]` URL.

@@ -728,19 +728,26 @@ pub async fn run(
     }
 
     let work = stop_all.child_token();
-    let mut tasks: JoinSet<()> = JoinSet::new();
-    let mut task_names: HashMap<tokio::task::Id, String> = HashMap::new();
+    let mut watch = Watch {
+        interrupt,
+        tasks: JoinSet::new(),
+        names: HashMap::new(),
+    };
     for l in &exp.loads {
         let rec = Recorder::new(t0);
         run.recorders.insert(l.name.clone(), (rec.clone(), "load"));
-        let h = tasks.spawn(super::load::run(l.clone(), rec, work.clone()));
-        task_names.insert(h.id(), format!("load `{}`", l.name));
+        let h = watch
+            .tasks
+            .spawn(super::load::run(l.clone(), rec, work.clone()));
+        watch.names.insert(h.id(), format!("load `{}`", l.name));
     }
     for p in &exp.probes {
         let rec = Recorder::new(t0);
         run.recorders.insert(p.name.clone(), (rec.clone(), "probe"));
-        let h = tasks.spawn(super::probe::run(p.clone(), rec, work.clone()));
-        task_names.insert(h.id(), format!("probe `{}`", p.name));
+        let h = watch
+            .tasks
+            .spawn(super::probe::run(p.clone(), rec, work.clone()));
+        watch.names.insert(h.id(), format!("probe `{}`", p.name));
     }
 
     let b_end = t0 + exp.phases.baseline;
@@ -754,17 +761,7 @@ pub async fn run(
     // Baseline.
     run.event("phase", "baseline".into());
     run.phase_end = b_end;
-    if let Err(stop) = wait(
-        &mut run,
-        Phase::Baseline,
-        b_end,
-        &interrupt,
-        &mut tasks,
-        &task_names,
-        false,
-    )
-    .await
-    {
+    if let Err(stop) = wait(&mut run, &mut watch, Phase::Baseline, b_end, false).await {
         aborted = Some(stop_reason(&stop));
         injection_end = Instant::now();
         recovery_end = injection_end;
@@ -855,17 +852,7 @@ pub async fn run(
                 .map_or(i_end, |(at, _, _)| *at)
                 .min(i_end)
                 .min(now + Duration::from_secs(1));
-            if let Err(stop) = wait(
-                &mut run,
-                Phase::Injection,
-                wake,
-                &interrupt,
-                &mut tasks,
-                &task_names,
-                true,
-            )
-            .await
-            {
+            if let Err(stop) = wait(&mut run, &mut watch, Phase::Injection, wake, true).await {
                 aborted = Some(stop_reason(&stop));
                 injection_end = Instant::now();
                 recovery_end = injection_end;
@@ -884,17 +871,7 @@ pub async fn run(
     if aborted.is_none() && !precheck_failed {
         run.event("phase", "recovery".into());
         run.phase_end = r_end;
-        if let Err(stop) = wait(
-            &mut run,
-            Phase::Recovery,
-            r_end,
-            &interrupt,
-            &mut tasks,
-            &task_names,
-            false,
-        )
-        .await
-        {
+        if let Err(stop) = wait(&mut run, &mut watch, Phase::Recovery, r_end, false).await {
             aborted = Some(stop_reason(&stop));
             recovery_end = Instant::now();
         }
@@ -908,7 +885,7 @@ pub async fn run(
 
     // Stop the traffic, then the targets.
     work.cancel();
-    while tasks.join_next().await.is_some() {}
+    while watch.tasks.join_next().await.is_some() {}
     let end = Instant::now();
 
     // Judge.
@@ -1048,17 +1025,28 @@ fn stop_reason(s: &Stop) -> String {
     }
 }
 
+/// What every wait watches besides the clock: the interrupt, and the load
+/// and probe tasks (one ending early is a crash).
+struct Watch {
+    interrupt: CancellationToken,
+    tasks: JoinSet<()>,
+    names: HashMap<tokio::task::Id, String>,
+}
+
 /// Waits until `until`, watching for an interrupt, a crashed load or probe
 /// and (during injection) the guardrails.
 async fn wait(
     run: &mut Run<'_>,
+    w: &mut Watch,
     phase: Phase,
     until: Instant,
-    interrupt: &CancellationToken,
-    tasks: &mut JoinSet<()>,
-    names: &HashMap<tokio::task::Id, String>,
     guard: bool,
 ) -> Result<(), Stop> {
+    let Watch {
+        interrupt,
+        tasks,
+        names,
+    } = w;
     loop {
         let now = Instant::now();
         if now >= until {
