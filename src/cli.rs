@@ -68,6 +68,10 @@ pub struct RunArgs {
     /// phase, SLO values, faults active) on HOST:PORT while the run lasts.
     #[arg(long, value_name = "HOST:PORT")]
     pub api: Option<String>,
+    /// With --api: keep serving /metrics with the final figures (verdict,
+    /// recovery seconds, SLO values) this long after the verdict.
+    #[arg(long, value_name = "DURATION", value_parser = parse_linger, requires = "api")]
+    pub api_linger: Option<std::time::Duration>,
     /// Runtime threads for proxies, load and probes.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
@@ -118,6 +122,11 @@ impl Cli {
             _ => 1,
         }
     }
+}
+
+/// An `--api-linger` duration such as `30s`.
+fn parse_linger(s: &str) -> Result<std::time::Duration, String> {
+    crate::faults::units::parse_duration(s)
 }
 
 /// A `--time-scale` factor: above 0, at most 100.
@@ -229,6 +238,7 @@ pub async fn run(cli: Cli) -> i32 {
                 seed: args.seed,
                 report_dir: args.report_dir,
                 api: args.api,
+                api_linger: args.api_linger,
                 time_scale: args.time_scale,
             };
             crate::experiment::run::run_file(&args.file, opts).await

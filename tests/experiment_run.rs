@@ -602,3 +602,82 @@ fn the_same_seed_gives_the_same_fault_decisions() {
     assert_eq!(a, b, "same seed, same decisions");
     assert_ne!(a, c, "another seed, other decisions");
 }
+
+/// With `--api` and `--api-linger`, `/metrics` serves the final figures
+/// (the verdict, the exit code) after the run, for a scraper.
+#[test]
+fn final_figures_stay_on_metrics_with_api_linger() {
+    let d = scratch("linger");
+    let port = free_port();
+    let api = free_port();
+    let body = r#"
+[experiment]
+name = "lingering"
+
+[[target]]
+name = "pg"
+protocol = "postgres"
+listen = "127.0.0.1:{port}"
+upstream = "127.0.0.1:5432"
+
+[[load]]
+name = "orders"
+kind = "sql"
+dsn = "postgres://postgres@127.0.0.1:{port}/postgres"
+query = "SELECT 1"
+rate = 20
+
+[phases]
+baseline = "1s"
+injection = "1s"
+recovery = "1s"
+
+[[fault]]
+target = "pg"
+kind = "query_latency"
+latency = "5ms"
+
+[[slo]]
+name = "errors"
+source = "orders"
+metric = "error_rate"
+max = 0.1
+
+[report]
+dir = "{dir}"
+"#;
+    let f = experiment(&d, body, port);
+    let started = Instant::now();
+    let mut child = bin()
+        .arg("run")
+        .arg(&f)
+        .args(["--api", &format!("127.0.0.1:{api}"), "--api-linger", "20s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let want = r#"shakedown_experiment_verdict{experiment="lingering",verdict="passed"} 1"#;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let m = std::net::TcpStream::connect(("127.0.0.1", api))
+            .ok()
+            .map(|_| http_get(api, "/metrics"));
+        if m.as_deref().is_some_and(|m| m.contains(want)) {
+            let m = m.unwrap_or_default();
+            assert!(
+                m.contains(r#"shakedown_experiment_exit_code{experiment="lingering"} 0"#),
+                "{m}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no final figures: {m:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "still lingering");
+    // An interrupt ends the linger at once, with the run's own verdict.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(15));
+}

@@ -46,6 +46,9 @@ pub struct Options {
     /// Serve the control API and `/metrics` (with the run's live figures)
     /// on this `host:port` while the run lasts.
     pub api: Option<String>,
+    /// With `api`: keep serving the final figures (verdict, recovery time,
+    /// SLO values) this long after the verdict, for a scraper to see.
+    pub api_linger: Option<Duration>,
 }
 
 /// Exit code for bad input.
@@ -969,16 +972,8 @@ pub async fn run(
         }
     }
     run.event("verdict", format!("{}: {reason}", verdict.as_str()));
-
-    for h in run.targets.values() {
-        h.stop(&registry).await;
-    }
-    lease_stop.cancel();
-    for l in leases {
-        let _ = l.await;
-    }
-    registry.shutdown();
-    stop_all.cancel();
+    let targets = std::mem::take(&mut run.targets);
+    let api = run.api.take();
 
     let plan = Plan {
         baseline_seconds: exp.phases.baseline.as_secs_f64(),
@@ -998,7 +993,7 @@ pub async fn run(
             })
             .collect(),
     };
-    Ok(RunResult {
+    let result = RunResult {
         experiment: exp.name.clone(),
         file: exp.file.clone(),
         description: exp.description.clone(),
@@ -1014,7 +1009,31 @@ pub async fn run(
         recovery_within_seconds: exp.recovery_within.map(|d| d.as_secs_f64()),
         verdict,
         reason,
-    })
+    };
+
+    // The final figures on `/metrics`, for `--api-linger` (Prometheus
+    // scrapes the verdict and the recovery time before the API goes).
+    if let Some(api) = api {
+        if let Ok(mut extra) = api.extra_metrics.write() {
+            *extra = crate::report::prom::text(&result);
+        }
+        if let Some(linger) = opts.api_linger {
+            tokio::select! {
+                _ = watch.interrupt.cancelled() => {}
+                _ = tokio::time::sleep(linger) => {}
+            }
+        }
+    }
+    for h in targets.values() {
+        h.stop(&registry).await;
+    }
+    lease_stop.cancel();
+    for l in leases {
+        let _ = l.await;
+    }
+    registry.shutdown();
+    stop_all.cancel();
+    Ok(result)
 }
 
 fn stop_reason(s: &Stop) -> String {
