@@ -21,10 +21,15 @@
 #   pg-simple, pg-prepared
 #             the same pgbench runs through a protocol = "postgres" proxy
 #             (every frame parsed, queries timed), no fault
+#   http      wrk -t HTTP_THREADS -c HTTP_CONNS, keep-alive, against nginx
+#             serving a 38-byte static file, through a protocol = "http"
+#             proxy (requests parsed, forwarded on pooled connections,
+#             observed), no fault; socat beside it as for the TCP rows
 #
-# Needs: PostgreSQL on 127.0.0.1:5432 (trust auth), pgbench, psql, python3;
-# installs iperf3 with apt-get if missing. Creates (once) and uses only the
-# database `shakedown_bench`; drops nothing.
+# Needs: python3, and PostgreSQL on 127.0.0.1:5432 (trust auth), pgbench
+# and psql for the pgbench workloads; installs iperf3, socat, and for
+# `http` nginx and wrk, with apt-get if missing. Creates (once) and uses
+# only the database `shakedown_bench`; drops nothing.
 #
 # Usage:
 #   benches/relay.sh            # T=10 s per run, ROUNDS=3
@@ -36,9 +41,11 @@
 # PG_PORT [5432], PROXY_PG_PORT [6432], PROXY_PGW_PORT [6433] (the
 # protocol = "postgres" proxy), IPERF_PORT [5201],
 # PROXY_IPERF_PORT [15201], SOCAT_PG_PORT [7432], SOCAT_IPERF_PORT [17201],
+# NGINX_PORT [18080], PROXY_HTTP_PORT [18081], SOCAT_HTTP_PORT [18082],
+# HTTP_CONNS [32], HTTP_THREADS [2] (wrk's -c and -t),
 # READY_TIMEOUT [15] seconds,
 # SHAKEDOWN_THREADS [1] (shakedown's --threads),
-# WORKLOADS [simple pg-simple prepared pg-prepared connect bulk].
+# WORKLOADS [simple pg-simple prepared pg-prepared connect bulk http].
 
 set -euo pipefail
 
@@ -74,6 +81,11 @@ IPERF_PORT=${IPERF_PORT:-5201}
 PROXY_IPERF_PORT=${PROXY_IPERF_PORT:-15201}
 SOCAT_PG_PORT=${SOCAT_PG_PORT:-7432}
 SOCAT_IPERF_PORT=${SOCAT_IPERF_PORT:-17201}
+NGINX_PORT=${NGINX_PORT:-18080}
+PROXY_HTTP_PORT=${PROXY_HTTP_PORT:-18081}
+SOCAT_HTTP_PORT=${SOCAT_HTTP_PORT:-18082}
+HTTP_CONNS=${HTTP_CONNS:-32}
+HTTP_THREADS=${HTTP_THREADS:-2}
 READY_TIMEOUT=${READY_TIMEOUT:-15}
 HOST=127.0.0.1
 export PGUSER
@@ -82,6 +94,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 work=$(mktemp -d -t shakedown-relay.XXXXXX)
 shakedown_pid=
 iperf_pid=
+nginx_pid=
 socat_pids=()
 
 cleanup() {
@@ -98,6 +111,11 @@ cleanup() {
     if [[ -n $iperf_pid ]]; then
         kill -TERM "$iperf_pid" 2>/dev/null || true
         wait "$iperf_pid" 2>/dev/null || true
+    fi
+    if [[ -n $nginx_pid ]]; then
+        # QUIT: nginx's graceful stop; its workers exit with the master.
+        kill -QUIT "$nginx_pid" 2>/dev/null || true
+        wait "$nginx_pid" 2>/dev/null || true
     fi
     if ((rc != 0)) && [[ -s $work/shakedown.log ]]; then
         echo "--- shakedown log (last 20 lines) ---" >&2
@@ -145,12 +163,32 @@ median() {
 
 # --- prerequisites ----------------------------------------------------------
 
-for tool in pgbench psql python3 ss timeout cargo; do
+read -r -a workloads <<<"${WORKLOADS:-simple pg-simple prepared pg-prepared connect bulk http}"
+need_pg=0 need_http=0
+for w in "${workloads[@]}"; do
+    case "$w" in
+        simple | prepared | connect | pg-simple | pg-prepared) need_pg=1 ;;
+        bulk) ;;
+        http) need_http=1 ;;
+        *) die "unknown workload $w" ;;
+    esac
+done
+
+for tool in python3 ss timeout cargo; do
     command -v "$tool" >/dev/null || die "$tool not found"
 done
+if ((need_pg)); then
+    for tool in pgbench psql; do
+        command -v "$tool" >/dev/null || die "$tool not found"
+    done
+fi
 missing=()
 command -v iperf3 >/dev/null || missing+=(iperf3)
 command -v socat >/dev/null || missing+=(socat)
+if ((need_http)); then
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+fi
 if ((${#missing[@]})); then
     log "installing ${missing[*]}"
     if [[ $(id -u) -eq 0 ]]; then sudo=(); else sudo=(sudo -n); fi
@@ -159,9 +197,9 @@ if ((${#missing[@]})); then
             "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; } ||
         die "could not install ${missing[*]}"
 fi
-accepts "$PG_PORT" || die "PostgreSQL not accepting on $HOST:$PG_PORT"
+((need_pg == 0)) || accepts "$PG_PORT" || die "PostgreSQL not accepting on $HOST:$PG_PORT"
 for port in "$PROXY_PG_PORT" "$PROXY_PGW_PORT" "$PROXY_IPERF_PORT" "$IPERF_PORT" \
-    "$SOCAT_PG_PORT" "$SOCAT_IPERF_PORT"; do
+    "$SOCAT_PG_PORT" "$SOCAT_IPERF_PORT" "$NGINX_PORT" "$PROXY_HTTP_PORT" "$SOCAT_HTTP_PORT"; do
     listening "$port" && die "port $port already in use"
 done
 
@@ -188,6 +226,12 @@ upstream = "$HOST:$PG_PORT"
 name = "iperf"
 listen = "$HOST:$PROXY_IPERF_PORT"
 upstream = "$HOST:$IPERF_PORT"
+
+[[proxy]]
+name = "web"
+protocol = "http"
+listen = "$HOST:$PROXY_HTTP_PORT"
+upstream = "$HOST:$NGINX_PORT"
 EOF
 
 # Warn level: per-connection logging must not be part of what is measured.
@@ -196,8 +240,39 @@ RUST_LOG=${RUST_LOG:-warn} "$bin" serve --config "$work/relay.toml" --seed 1 \
 shakedown_pid=$!
 # Started before the iperf3 server, so the probe connections relayed to port
 # IPERF_PORT find nothing there instead of upsetting iperf3.
-wait_ready accepts "$shakedown_pid" "$PROXY_PG_PORT" "$PROXY_PGW_PORT" "$PROXY_IPERF_PORT"
+wait_ready accepts "$shakedown_pid" "$PROXY_PG_PORT" "$PROXY_PGW_PORT" "$PROXY_IPERF_PORT" \
+    "$PROXY_HTTP_PORT"
 log "shakedown ready (pid $shakedown_pid)"
+
+if ((need_http)); then
+    # nginx as the origin: its own prefix and temp paths under $work, in the
+    # foreground (so $! is the master), access log off, long keep-alive.
+    # Workers run as nobody: the files they serve must be readable.
+    mkdir -p "$work/www" "$work/nginx"
+    printf 'hello from nginx, a small static file\n' >"$work/www/index.html"
+    chmod 755 "$work" "$work/www" && chmod 644 "$work/www/index.html"
+    cat >"$work/nginx/nginx.conf" <<EOF
+worker_processes auto;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $work/nginx/body;
+    proxy_temp_path $work/nginx/proxy;
+    fastcgi_temp_path $work/nginx/fastcgi;
+    uwsgi_temp_path $work/nginx/uwsgi;
+    scgi_temp_path $work/nginx/scgi;
+    server { listen $HOST:$NGINX_PORT; root $work/www; }
+}
+EOF
+    nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+    "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" >"$work/nginx/out.log" 2>&1 &
+    nginx_pid=$!
+    wait_ready listening "$nginx_pid" "$NGINX_PORT"
+fi
 
 iperf3 -s -p "$IPERF_PORT" -B "$HOST" >"$work/iperf3-server.log" 2>&1 &
 iperf_pid=$!
@@ -205,7 +280,7 @@ wait_ready listening "$iperf_pid" "$IPERF_PORT"
 
 # socat, the plain byte relay, measured in the same run as a reference for
 # what any user-space relay costs on this machine.
-for pair in "$SOCAT_PG_PORT:$PG_PORT" "$SOCAT_IPERF_PORT:$IPERF_PORT"; do
+for pair in "$SOCAT_PG_PORT:$PG_PORT" "$SOCAT_IPERF_PORT:$IPERF_PORT" "$SOCAT_HTTP_PORT:$NGINX_PORT"; do
     socat "TCP-LISTEN:${pair%%:*},bind=$HOST,fork,reuseaddr,nodelay" \
         "TCP:$HOST:${pair##*:},nodelay" 2>>"$work/socat.log" &
     socat_pids+=($!)
@@ -215,13 +290,14 @@ done
 # --- the pgbench database -----------------------------------------------------
 
 psql_admin() { psql -h "$HOST" -p "$PG_PORT" -d postgres -XAqt -v ON_ERROR_STOP=1 "$@"; }
-if [[ -z $(psql_admin -c "select 1 from pg_database where datname = '$BENCH_DB'") ]]; then
+if ((need_pg)) && [[ -z $(psql_admin -c "select 1 from pg_database where datname = '$BENCH_DB'") ]]; then
     log "creating database $BENCH_DB"
     psql_admin -c "create database \"$BENCH_DB\""
 fi
-branches=$(psql -h "$HOST" -p "$PG_PORT" -d "$BENCH_DB" -XAqt \
+branches=
+((need_pg)) && branches=$(psql -h "$HOST" -p "$PG_PORT" -d "$BENCH_DB" -XAqt \
     -c "select count(*) from pgbench_branches" 2>/dev/null || true)
-if [[ $branches != "$SCALE" ]]; then
+if ((need_pg)) && [[ $branches != "$SCALE" ]]; then
     log "initialising $BENCH_DB (pgbench -i -s $SCALE)"
     pgbench -h "$HOST" -p "$PG_PORT" -i -q -s "$SCALE" "$BENCH_DB" >"$work/init.log" 2>&1 ||
         { cat "$work/init.log" >&2; die "pgbench -i failed"; }
@@ -250,7 +326,21 @@ run_iperf() {
     python3 -c 'import json, sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])' <<<"$json"
 }
 
-read -r -a workloads <<<"${WORKLOADS:-simple pg-simple prepared pg-prepared connect bulk}"
+# Prints the requests per second of one wrk run against port $1; a run
+# with any non-2xx answer or socket error fails (a proxy that drops
+# requests must not look fast).
+run_wrk() {
+    local port=$1 out
+    out=$(wrk -t "$HTTP_THREADS" -c "$HTTP_CONNS" -d "${T}s" "http://$HOST:$port/index.html" 2>&1) ||
+        { echo "$out" >&2; die "wrk on port $port failed"; }
+    if grep -Eq 'Non-2xx|Socket errors' <<<"$out"; then
+        echo "$out" >&2
+        die "wrk on port $port got errors"
+    fi
+    sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out" | grep . ||
+        { echo "$out" >&2; die "no Requests/sec line in wrk output"; }
+}
+
 declare -A title=(
     [simple]="pgbench -S (tps)"
     [prepared]="pgbench -S -M prepared (tps)"
@@ -258,12 +348,13 @@ declare -A title=(
     [bulk]="iperf3 bulk (Gbit/s)"
     [pg-simple]="postgres proxy: pgbench -S (tps)"
     [pg-prepared]="postgres proxy: pgbench -S -M prepared (tps)"
+    [http]="http proxy: wrk keep-alive, small file (req/s)"
 )
 # Goals as the issues give them (pg-prepared has none; 0.85 as for the TCP
 # proxy). socat is measured in this run on the byte-relay workloads; the
 # pg-* rows compare with the socat figure of the same pgbench mode.
 declare -A goal=([simple]=0.92 [prepared]=0.85 [connect]=0.93 [bulk]=0.75
-    [pg-simple]=0.88 [pg-prepared]=0.85)
+    [pg-simple]=0.88 [pg-prepared]=0.85 [http]=0.70)
 declare -A socat_of=([pg-simple]=simple [pg-prepared]=prepared)
 declare -A direct_runs proxied_runs socat_runs
 
@@ -274,12 +365,14 @@ measure() {
         prepared | pg-prepared) run_pgbench "$port" -S -M prepared ;;
         connect) run_pgbench "$port" -S -C ;;
         bulk) run_iperf "$port" ;;
+        http) run_wrk "$port" ;;
     esac
 }
 
 ports() {
     case "$1" in
         bulk) echo "$IPERF_PORT $PROXY_IPERF_PORT $SOCAT_IPERF_PORT" ;;
+        http) echo "$NGINX_PORT $PROXY_HTTP_PORT $SOCAT_HTTP_PORT" ;;
         pg-*) echo "$PG_PORT $PROXY_PGW_PORT -" ;;
         *) echo "$PG_PORT $PROXY_PG_PORT $SOCAT_PG_PORT" ;;
     esac
@@ -315,7 +408,8 @@ done
 
 echo
 echo "shakedown relay overhead, no fault active: T=${T}s x $ROUNDS rounds," \
-    "pgbench -c $CLIENTS -j $THREADS -s $SCALE, $(nproc) CPUs"
+    "pgbench -c $CLIENTS -j $THREADS -s $SCALE, wrk -t $HTTP_THREADS -c $HTTP_CONNS," \
+    "shakedown --threads $SHAKEDOWN_THREADS, $(nproc) CPUs"
 echo
 echo "| workload | direct (median) | shakedown (median) | ratio | goal | met | socat ratio (same run) |"
 echo "|---|---:|---:|---:|---:|:---:|---:|"

@@ -1,7 +1,7 @@
 //! shakedown: a chaos-engineering fault-injection proxy.
 //!
-//! It sits between services and their upstreams (PostgreSQL, any TCP
-//! service) and injects latency, drops, resets and partitions, as a config
+//! It sits between services and their upstreams (PostgreSQL, HTTP, any
+//! TCP service) and injects latency, drops, resets and partitions, as a config
 //! file or (later) the control API and experiment runner say.
 //!
 //! The map, in short:
@@ -23,6 +23,8 @@
 //! - [`observe`]: lock-free recording for metrics.
 //! - [`postgres`]: the PostgreSQL-aware layer: framing, SQLSTATEs,
 //!   statement classification, and the session that applies query faults.
+//! - [`http`]: the HTTP-aware layer: a hyper reverse proxy (HTTP/1.1 and
+//!   h2c) applying request faults and counting requests per route.
 //! - [`experiment`]: `shakedown run`: phases, load, probes, faults on a
 //!   schedule, the steady-state checker and the verdict.
 //! - [`report`]: journal, JUnit XML, Markdown, terminal table, Pushgateway.
@@ -37,6 +39,7 @@ pub mod config;
 pub mod ctl;
 pub mod experiment;
 pub mod faults;
+pub mod http;
 pub mod observe;
 pub mod postgres;
 pub mod proxy;

@@ -48,6 +48,24 @@ pub enum RegistryError {
         /// The proxy's protocol.
         protocol: &'static str,
     },
+    /// An HTTP fault on a proxy that does not read HTTP.
+    #[error(
+        "fault kind {kind} needs a proxy with protocol http; this proxy has protocol {protocol}"
+    )]
+    NeedsHttp {
+        /// The fault's kind.
+        kind: &'static str,
+        /// The proxy's protocol.
+        protocol: &'static str,
+    },
+    /// A byte fault on an HTTP proxy, where hyper owns the bytes.
+    #[error(
+        "fault kind {kind} acts on bytes and does not apply to a proxy with protocol http; use http_latency, http_throttle, http_reset or http_abort"
+    )]
+    NotForHttp {
+        /// The fault's kind.
+        kind: &'static str,
+    },
     /// The listen address could not be bound (worded as Go words it).
     #[error("listen tcp {}: bind: {}", resolved(listen), go_errno(source))]
     Bind {
@@ -313,6 +331,12 @@ impl Proxy {
         &self.shared.pg
     }
 
+    /// Observations of an http proxy (`None` for other protocols): the
+    /// experiment runner reads `http_stats()?.window(from, to)`.
+    pub fn http_stats(&self) -> Option<&crate::observe::http::HttpStats> {
+        self.shared.http.as_deref().map(|h| &h.stats)
+    }
+
     /// Changes any of listen, upstream, enabled. A new listen or upstream
     /// restarts the proxy (its connections are closed), as in Toxiproxy.
     pub fn update(
@@ -384,6 +408,17 @@ impl Proxy {
             return Err(RegistryError::NeedsPostgres {
                 kind: spec.fault.kind(),
                 protocol: self.shared.protocol.as_str(),
+            });
+        }
+        if spec.fault.is_http() && self.shared.protocol != Protocol::Http {
+            return Err(RegistryError::NeedsHttp {
+                kind: spec.fault.kind(),
+                protocol: self.shared.protocol.as_str(),
+            });
+        }
+        if self.shared.protocol == Protocol::Http && !spec.fault.applies_to_http() {
+            return Err(RegistryError::NotForHttp {
+                kind: spec.fault.kind(),
             });
         }
         self.shared.board.update(|set| {

@@ -20,6 +20,7 @@ use super::{ApiState, Body, error};
 use crate::config::Protocol;
 use crate::faults::{Direction, KINDS};
 use crate::observe::histogram::HistogramSnapshot;
+use crate::observe::http::{CLASSES, HttpStats};
 use crate::observe::pg::{PgStats, STATEMENT_KINDS, Source};
 use crate::registry::Registry;
 
@@ -33,6 +34,17 @@ pub fn handle(state: &ApiState) -> Response<Body> {
         .map(|p| (p.name(), p.pg_stats()))
         .collect();
     families.extend(pg_families(&pg));
+    let http: Vec<HttpProxy<'_>> = proxies
+        .iter()
+        .filter_map(|p| {
+            p.http_stats().map(|h| HttpProxy {
+                name: p.name(),
+                stats: h,
+                activations: &p.stats().activations,
+            })
+        })
+        .collect();
+    families.extend(http_families(&http));
     let mut buf = Vec::new();
     let encoder = TextEncoder::new();
     if let Err(e) = encoder.encode(&families, &mut buf) {
@@ -313,6 +325,91 @@ pub fn pg_families(proxies: &[(&str, &PgStats)]) -> Vec<MetricFamily> {
     .collect()
 }
 
+/// What [`http_families`] reads of one HTTP proxy.
+pub struct HttpProxy<'a> {
+    /// The proxy's name.
+    pub name: &'a str,
+    /// Its observations.
+    pub stats: &'a HttpStats,
+    /// Its fault activations per kind (indexed like `KINDS`).
+    pub activations: &'a [std::sync::atomic::AtomicU64],
+}
+
+/// The HTTP kinds, for `shakedown_http_injected_total{kind}`.
+const HTTP_KINDS: [&str; 4] = ["http_abort", "http_latency", "http_throttle", "http_reset"];
+
+/// Builds the metric families of HTTP proxies. Labels stay bounded: proxy,
+/// route (the config's, at most 32, plus `other`), class (the 7 of
+/// [`CLASSES`]) and the 4 HTTP fault kinds.
+pub fn http_families(proxies: &[HttpProxy<'_>]) -> Vec<MetricFamily> {
+    use MetricType::{COUNTER, GAUGE, HISTOGRAM};
+    let mut requests = Family::new(
+        "shakedown_http_requests_total",
+        "HTTP requests answered, by route and class (1xx-5xx from the upstream, error = shakedown's 502/504, injected = a fault's answer).",
+        COUNTER,
+    );
+    let mut duration = Family::new(
+        "shakedown_http_request_duration_seconds",
+        "Time from a request's arrival to its response headers going out, by route.",
+        HISTOGRAM,
+    );
+    let mut response = Family::new(
+        "shakedown_http_response_duration_seconds",
+        "Time from a request's arrival to the end of its response body.",
+        HISTOGRAM,
+    );
+    let mut active = Family::new(
+        "shakedown_http_requests_active",
+        "HTTP requests in flight (received, response not finished).",
+        GAUGE,
+    );
+    let mut injected = Family::new(
+        "shakedown_http_injected_total",
+        "Requests an HTTP fault (or an Envoy fault header) acted on, by kind.",
+        COUNTER,
+    );
+    let mut resets = Family::new(
+        "shakedown_http_resets_total",
+        "Responses cut by http_reset, by route.",
+        COUNTER,
+    );
+    for p in proxies {
+        let snap = p.stats.snapshot();
+        for (i, r) in snap.counts.routes.iter().enumerate() {
+            for class in CLASSES {
+                let n = r.by_class.get(class).copied().unwrap_or(0);
+                requests.counter(
+                    &[
+                        ("proxy", p.name),
+                        ("route", r.name.as_str()),
+                        ("class", class),
+                    ],
+                    n,
+                );
+            }
+            duration.histogram(
+                &[("proxy", p.name), ("route", r.name.as_str())],
+                &p.stats.latency_histogram(i),
+            );
+            resets.counter(&[("proxy", p.name), ("route", r.name.as_str())], r.resets);
+        }
+        response.histogram(&[("proxy", p.name)], &p.stats.response_histogram());
+        active.gauge(&[("proxy", p.name)], snap.requests_active as f64);
+        for kind in HTTP_KINDS {
+            let n = KINDS
+                .iter()
+                .position(|(k, _)| *k == kind)
+                .and_then(|i| p.activations.get(i))
+                .map_or(0, |c| c.load(Ordering::Relaxed));
+            injected.counter(&[("proxy", p.name), ("kind", kind)], n);
+        }
+    }
+    [requests, duration, response, active, injected, resets]
+        .into_iter()
+        .filter_map(Family::into_family)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -378,6 +475,39 @@ mod tests {
         // Per proxy: 9 statements, 14 buckets + Inf + sum + count, 2
         // sources, 2 outcomes, active, total; errors only for db (3).
         assert_eq!(series, 2 * (9 + 17 + 2 + 2 + 2) + 3);
+    }
+
+    #[test]
+    fn http_families_export_every_family_with_bounded_labels() {
+        use crate::observe::http::Answer;
+        let s = HttpStats::new(&["checkout"]);
+        s.started();
+        s.answered(0, Answer::Injected(503), Duration::from_millis(1));
+        s.started();
+        s.answered(1, Answer::Upstream(200), Duration::from_millis(30));
+        s.completed(1, Duration::from_millis(40), false);
+        let activations: Vec<std::sync::atomic::AtomicU64> =
+            KINDS.iter().map(|_| Default::default()).collect();
+        let abort = KINDS.iter().position(|(k, _)| *k == "http_abort").unwrap();
+        activations[abort].store(1, Ordering::Relaxed);
+        let t = text(&http_families(&[HttpProxy {
+            name: "web",
+            stats: &s,
+            activations: &activations,
+        }]));
+        for line in [
+            "shakedown_http_requests_total{proxy=\"web\",route=\"checkout\",class=\"injected\"} 1",
+            "shakedown_http_requests_total{proxy=\"web\",route=\"other\",class=\"2xx\"} 1",
+            "shakedown_http_requests_total{proxy=\"web\",route=\"other\",class=\"error\"} 0",
+            "shakedown_http_request_duration_seconds_bucket{proxy=\"web\",route=\"other\",le=\"0.05\"} 1",
+            "shakedown_http_request_duration_seconds_count{proxy=\"web\",route=\"checkout\"} 1",
+            "shakedown_http_response_duration_seconds_count{proxy=\"web\"} 1",
+            "shakedown_http_requests_active{proxy=\"web\"} 1",
+            "shakedown_http_injected_total{proxy=\"web\",kind=\"http_abort\"} 1",
+            "shakedown_http_injected_total{proxy=\"web\",kind=\"http_reset\"} 0",
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
+        }
     }
 
     #[test]

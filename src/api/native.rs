@@ -95,9 +95,7 @@ fn stats(state: &ApiState, name: &str) -> Response<Body> {
         .zip(&s.activations)
         .map(|((k, _), n)| (k.to_string(), json!(n.load(Ordering::Relaxed))))
         .collect();
-    json_response(
-        StatusCode::OK,
-        &json!({
+    let mut body = json!({
             "proxy": name,
             "connections_active": s.connections_active.load(Ordering::Relaxed),
             "connections_total": s.connections_total.load(Ordering::Relaxed),
@@ -108,8 +106,15 @@ fn stats(state: &ApiState, name: &str) -> Response<Body> {
             "upstream": dir(Direction::Upstream),
             "downstream": dir(Direction::Downstream),
             "activations": activations,
-        }),
-    )
+    });
+    // An http proxy's observations since it started (requests by class
+    // and route, latencies), for a remote runner.
+    if let Some(http) = proxy.http_stats()
+        && let Ok(v) = serde_json::to_value(http.snapshot())
+    {
+        body["http"] = v;
+    }
+    json_response(StatusCode::OK, &body)
 }
 
 #[derive(Debug)]

@@ -86,7 +86,9 @@ pub fn registry_error(e: RegistryError) -> Response<Body> {
         RegistryError::ProxyNotFound | RegistryError::FaultNotFound => StatusCode::NOT_FOUND,
         RegistryError::ProxyExists | RegistryError::FaultExists => StatusCode::CONFLICT,
         RegistryError::Bind { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-        RegistryError::NeedsPostgres { .. } => StatusCode::BAD_REQUEST,
+        RegistryError::NeedsPostgres { .. }
+        | RegistryError::NeedsHttp { .. }
+        | RegistryError::NotForHttp { .. } => StatusCode::BAD_REQUEST,
     };
     error(status, &e.to_string())
 }
@@ -138,7 +140,7 @@ struct ProxyInput {
     listen: String,
     upstream: String,
     enabled: bool,
-    /// shakedown's extension: `"tcp"` (default) or `"postgres"`.
+    /// shakedown's extension: `"tcp"` (default), `"postgres"` or `"http"`.
     protocol: Protocol,
 }
 
@@ -146,9 +148,10 @@ fn proxy_input(obj: &Map<String, Value>) -> Result<ProxyInput, String> {
     let protocol = match json::string(obj, "protocol", "Proxy")?.as_deref() {
         None | Some("tcp") => Protocol::Tcp,
         Some("postgres") => Protocol::Postgres,
+        Some("http") => Protocol::Http,
         Some(other) => {
             return Err(format!(
-                "unknown protocol {other:?}; it is \"tcp\" or \"postgres\""
+                "unknown protocol {other:?}; it is \"tcp\", \"postgres\" or \"http\""
             ));
         }
     };

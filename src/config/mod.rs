@@ -20,6 +20,7 @@ use toml::Spanned;
 pub use location::{ConfigError, ConfigErrors, Locator};
 
 use crate::faults::FaultSpec;
+use crate::faults::http::PathPattern;
 use crate::faults::units::HumanDuration;
 use crate::proxy::DEFAULT_CONNECT_TIMEOUT;
 
@@ -32,6 +33,9 @@ pub enum Protocol {
     Tcp,
     /// PostgreSQL's wire protocol: query and session faults, observations.
     Postgres,
+    /// HTTP/1.1 and h2c through a reverse proxy: request faults,
+    /// observations per route.
+    Http,
 }
 
 impl Protocol {
@@ -40,6 +44,7 @@ impl Protocol {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Postgres => "postgres",
+            Protocol::Http => "http",
         }
     }
 }
@@ -76,6 +81,40 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// Faults active from the start.
     pub faults: Vec<FaultSpec>,
+    /// HTTP proxies: how long the upstream may take to send its response
+    /// headers before the client gets 504.
+    pub request_timeout: Duration,
+    /// HTTP proxies: honour Envoy's fault headers (`x-envoy-fault-*`) sent
+    /// by clients.
+    pub header_faults: bool,
+    /// HTTP proxies: speak HTTP/2 (h2c, prior knowledge) to the upstream
+    /// instead of HTTP/1.1.
+    pub upstream_http2: bool,
+    /// HTTP proxies: named routes that observations are counted under
+    /// (first match wins; the rest count as `other`).
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Default time an HTTP upstream gets to answer a request (its response
+/// headers): long enough for a slow but working service, short enough that
+/// a hung one is reported as 504 rather than held forever.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// At most this many routes per HTTP proxy: route names are metric label
+/// values, so the set stays small and fixed.
+pub const MAX_ROUTES: usize = 32;
+
+/// The route of requests no configured route matches.
+pub const OTHER_ROUTE: &str = "other";
+
+/// A named route of an HTTP proxy: requests whose path matches are counted
+/// under its name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteConfig {
+    /// Label value in metrics and windows.
+    pub name: String,
+    /// A path prefix, or a glob when it contains `*`.
+    pub path: PathPattern,
 }
 
 impl ProxyConfig {
@@ -90,6 +129,10 @@ impl ProxyConfig {
             tls: TlsMode::Refuse,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             faults: Vec::new(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            header_faults: false,
+            upstream_http2: false,
+            routes: Vec::new(),
         }
     }
 }
@@ -119,8 +162,20 @@ struct RawProxy {
     protocol: Option<Spanned<Protocol>>,
     tls: Option<Spanned<TlsMode>>,
     connect_timeout: Option<HumanDuration>,
+    request_timeout: Option<Spanned<HumanDuration>>,
+    header_faults: Option<Spanned<bool>>,
+    upstream_http2: Option<Spanned<bool>>,
+    #[serde(default)]
+    route: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     fault: Vec<fault::RawFault>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: Spanned<String>,
+    path: Spanned<String>,
 }
 
 fn yes() -> bool {
@@ -183,9 +238,51 @@ pub fn parse_serve_config(file: &str, src: &str) -> Result<ServeConfig, ConfigEr
                 "`tls` applies to postgres proxies only (add protocol = \"postgres\")",
             ));
         }
+        let http_only = [
+            (
+                "request_timeout",
+                p.request_timeout.as_ref().map(|s| s.span()),
+            ),
+            ("header_faults", p.header_faults.as_ref().map(|s| s.span())),
+            (
+                "upstream_http2",
+                p.upstream_http2.as_ref().map(|s| s.span()),
+            ),
+            ("route", p.route.first().map(|s| s.span())),
+        ];
+        for (key, span) in http_only {
+            if let Some(span) = span
+                && protocol != Protocol::Http
+            {
+                errors.push(loc.error(
+                    Some(span),
+                    format!("`{key}` applies to http proxies only (add protocol = \"http\")"),
+                ));
+            }
+        }
+        let routes = read_routes(&p.route, &loc, &mut errors);
         let mut faults: Vec<FaultSpec> = Vec::new();
         for raw_fault in &p.fault {
             if let Some((spec, _)) = fault::read_fault(raw_fault, &[], &loc, &mut errors) {
+                if spec.fault.is_http() && protocol != Protocol::Http {
+                    errors.push(loc.error(
+                        Some(raw_fault.span()),
+                        format!(
+                            "fault kind `{}` needs an http proxy; proxy `{name}` has protocol = \"{}\"",
+                            spec.fault.kind(),
+                            protocol.as_str()
+                        ),
+                    ));
+                }
+                if protocol == Protocol::Http && !spec.fault.applies_to_http() {
+                    errors.push(loc.error(
+                        Some(raw_fault.span()),
+                        format!(
+                            "fault kind `{}` acts on bytes and does not apply to http proxy `{name}`; use http_latency, http_throttle, http_reset or http_abort (or refuse)",
+                            spec.fault.kind()
+                        ),
+                    ));
+                }
                 if spec.fault.is_postgres() && protocol != Protocol::Postgres {
                     errors.push(loc.error(
                         Some(raw_fault.span()),
@@ -217,6 +314,12 @@ pub fn parse_serve_config(file: &str, src: &str) -> Result<ServeConfig, ConfigEr
             tls: p.tls.map_or(TlsMode::Refuse, |t| *t.get_ref()),
             connect_timeout: p.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0),
             faults,
+            request_timeout: p
+                .request_timeout
+                .map_or(DEFAULT_REQUEST_TIMEOUT, |d| d.into_inner().0),
+            header_faults: p.header_faults.is_some_and(|b| b.into_inner()),
+            upstream_http2: p.upstream_http2.is_some_and(|b| b.into_inner()),
+            routes,
         });
     }
     if errors.is_empty() {
@@ -224,6 +327,54 @@ pub fn parse_serve_config(file: &str, src: &str) -> Result<ServeConfig, ConfigEr
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// Checks the `[[proxy.route]]` tables of one proxy: names non-empty,
+/// unique and not `other`, paths valid, at most [`MAX_ROUTES`].
+fn read_routes(
+    raw: &[Spanned<RawRoute>],
+    loc: &Locator<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<RouteConfig> {
+    let mut routes: Vec<RouteConfig> = Vec::new();
+    if raw.len() > MAX_ROUTES {
+        errors.push(loc.error(
+            Some(raw[MAX_ROUTES].span()),
+            format!(
+                "at most {MAX_ROUTES} routes per proxy (route names are metric labels); unmatched requests count as `{OTHER_ROUTE}`"
+            ),
+        ));
+    }
+    for r in raw.iter().take(MAX_ROUTES) {
+        let r = r.get_ref();
+        let name = r.name.get_ref();
+        if name.is_empty() {
+            errors.push(loc.error(Some(r.name.span()), "route `name` must not be empty"));
+            continue;
+        }
+        if name == OTHER_ROUTE {
+            errors.push(loc.error(
+                Some(r.name.span()),
+                format!("route name `{OTHER_ROUTE}` is reserved for requests no route matches"),
+            ));
+            continue;
+        }
+        if routes.iter().any(|x| x.name == *name) {
+            errors.push(loc.error(
+                Some(r.name.span()),
+                format!("duplicate route name `{name}`"),
+            ));
+            continue;
+        }
+        match PathPattern::new(r.path.get_ref()) {
+            Ok(path) => routes.push(RouteConfig {
+                name: name.clone(),
+                path,
+            }),
+            Err(e) => errors.push(loc.error(Some(r.path.span()), e)),
+        }
+    }
+    routes
 }
 
 /// Reads a Toxiproxy JSON config (`toxiproxy-server -config FILE`): the
@@ -334,6 +485,97 @@ pub fn check_addr(addr: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_proxies_read_their_keys_and_refuse_misplaced_ones() {
+        let ok = r#"
+[[proxy]]
+name = "web"
+listen = "127.0.0.1:0"
+upstream = "127.0.0.1:8080"
+protocol = "http"
+request_timeout = "2s"
+header_faults = true
+
+[[proxy.route]]
+name = "checkout"
+path = "/api/checkout*"
+
+[[proxy.fault]]
+kind = "http_abort"
+status = 503
+headers = { "Retry-After" = "5" }
+path = "/api/"
+
+[[proxy.fault]]
+kind = "refuse"
+toxicity = 0.1
+"#;
+        let cfg = parse_serve_config("h.toml", ok).unwrap();
+        let p = &cfg.proxies[0];
+        assert_eq!(p.protocol, Protocol::Http);
+        assert_eq!(p.request_timeout, Duration::from_secs(2));
+        assert!(p.header_faults);
+        assert!(!p.upstream_http2);
+        assert_eq!(p.routes[0].name, "checkout");
+        assert!(p.routes[0].path.matches("/api/checkout"));
+        assert_eq!(p.faults.len(), 2);
+
+        let bad = r#"
+[[proxy]]
+name = "tcp"
+listen = "127.0.0.1:0"
+upstream = "127.0.0.1:8080"
+header_faults = true
+
+[[proxy.fault]]
+kind = "http_latency"
+latency = 5
+
+[[proxy]]
+name = "web"
+listen = "127.0.0.1:0"
+upstream = "127.0.0.1:8080"
+protocol = "http"
+
+[[proxy.route]]
+name = "other"
+path = "/x"
+
+[[proxy.route]]
+name = "a"
+path = "x"
+
+[[proxy.fault]]
+kind = "latency"
+latency = 5
+
+[[proxy.fault]]
+kind = "http_abort"
+status = 700
+"#;
+        let errs = parse_serve_config("b.toml", bad).unwrap_err().to_string();
+        for want in [
+            "b.toml:6:17: `header_faults` applies to http proxies only",
+            "b.toml:8:1: fault kind `http_latency` needs an http proxy",
+            "b.toml:19:8: route name `other` is reserved",
+            "b.toml:24:8: path pattern `x` must start with `/`",
+            "b.toml:26:1: fault kind `latency` acts on bytes and does not apply to http proxy `web`",
+            "b.toml:32:10: bad value for `status` of http_abort: status 700 is out of range",
+        ] {
+            assert!(errs.contains(want), "missing {want:?} in\n{errs}");
+        }
+        let mut many = String::from(
+            "[[proxy]]\nname = \"w\"\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:1\"\nprotocol = \"http\"\n",
+        );
+        for i in 0..=MAX_ROUTES {
+            many.push_str(&format!(
+                "[[proxy.route]]\nname = \"r{i}\"\npath = \"/{i}\"\n"
+            ));
+        }
+        let errs = parse_serve_config("m.toml", &many).unwrap_err().to_string();
+        assert!(errs.contains("at most 32 routes"), "{errs}");
+    }
 
     #[test]
     fn addresses() {

@@ -341,7 +341,11 @@ fn apply(stage: &mut Stage, item: Item, now: Instant, rng: &mut FaultRng, out: &
         | Fault::QueryError(_)
         | Fault::Terminate(_)
         | Fault::RejectConnections(_)
-        | Fault::StartupLatency(_) => out.push(item),
+        | Fault::StartupLatency(_)
+        | Fault::HttpAbort(_)
+        | Fault::HttpLatency(_)
+        | Fault::HttpThrottle(_)
+        | Fault::HttpReset(_) => out.push(item),
         Fault::Latency(f) => f.apply(item, rng, out),
         Fault::Bandwidth(f) => f.apply(item, state, out),
         Fault::SlowClose(f) => f.apply(item, out),

@@ -12,6 +12,7 @@
 pub mod bandwidth;
 pub mod blackhole;
 pub mod chain;
+pub mod http;
 pub mod latency;
 pub mod limit_data;
 pub mod noop;
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use bandwidth::Bandwidth;
 pub use blackhole::Blackhole;
+pub use http::{HttpAbort, HttpLatency, HttpReset, HttpThrottle};
 pub use latency::Latency;
 pub use limit_data::LimitData;
 pub use noop::Noop;
@@ -125,6 +127,14 @@ pub enum Fault {
     RejectConnections(RejectConnections),
     /// PostgreSQL: slow session establishment.
     StartupLatency(StartupLatency),
+    /// HTTP: matching requests are answered by shakedown (not forwarded).
+    HttpAbort(HttpAbort),
+    /// HTTP: matching requests or their answers are delayed.
+    HttpLatency(HttpLatency),
+    /// HTTP: the response bodies of matching requests are rate-limited.
+    HttpThrottle(HttpThrottle),
+    /// HTTP: the connection is reset part-way through matching responses.
+    HttpReset(HttpReset),
 }
 
 /// Attribute names of the PostgreSQL faults: their own, then the matching
@@ -153,6 +163,29 @@ const TERMINATE_ATTRS: [&str; 9] = with_match(["when", "after_queries"]);
 const REJECT_ATTRS: [&str; 9] = with_match(["sqlstate", "message"]);
 const STARTUP_LATENCY_ATTRS: [&str; 9] = with_match(["latency", "jitter"]);
 
+/// `own` followed by the HTTP matching attributes.
+const fn with_http_match<const N: usize, const M: usize>(
+    own: [&'static str; N],
+) -> [&'static str; M] {
+    let mut out = [""; M];
+    let mut i = 0;
+    while i < N {
+        out[i] = own[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < http::MATCH_ATTRIBUTES.len() {
+        out[N + j] = http::MATCH_ATTRIBUTES[j];
+        j += 1;
+    }
+    out
+}
+
+const HTTP_ABORT_ATTRS: [&str; 8] = with_http_match(["status", "body", "headers"]);
+const HTTP_LATENCY_ATTRS: [&str; 8] = with_http_match(["latency", "jitter", "on"]);
+const HTTP_THROTTLE_ATTRS: [&str; 6] = with_http_match(["rate"]);
+const HTTP_RESET_ATTRS: [&str; 6] = with_http_match(["after_bytes"]);
+
 /// Every fault kind's name with its attribute names, for validation and docs.
 pub const KINDS: &[(&str, &[&str])] = &[
     ("noop", &[]),
@@ -170,6 +203,10 @@ pub const KINDS: &[(&str, &[&str])] = &[
     ("terminate", &TERMINATE_ATTRS),
     ("reject_connections", &REJECT_ATTRS),
     ("startup_latency", &STARTUP_LATENCY_ATTRS),
+    ("http_abort", &HTTP_ABORT_ATTRS),
+    ("http_latency", &HTTP_LATENCY_ATTRS),
+    ("http_throttle", &HTTP_THROTTLE_ATTRS),
+    ("http_reset", &HTTP_RESET_ATTRS),
 ];
 
 impl Fault {
@@ -191,6 +228,10 @@ impl Fault {
             Fault::Terminate(_) => "terminate",
             Fault::RejectConnections(_) => "reject_connections",
             Fault::StartupLatency(_) => "startup_latency",
+            Fault::HttpAbort(_) => "http_abort",
+            Fault::HttpLatency(_) => "http_latency",
+            Fault::HttpThrottle(_) => "http_throttle",
+            Fault::HttpReset(_) => "http_reset",
         }
     }
 
@@ -244,9 +285,39 @@ impl Fault {
     }
 
     /// Whether the fault acts on the byte stream (a chain stage), as
-    /// opposed to connections or PostgreSQL queries and sessions.
+    /// opposed to connections, PostgreSQL queries and sessions, or HTTP
+    /// requests.
     pub fn is_byte_fault(&self) -> bool {
-        !self.is_connect_fault() && !self.is_postgres()
+        !self.is_connect_fault() && !self.is_postgres() && !self.is_http()
+    }
+
+    /// Whether the fault needs a `protocol = "http"` proxy.
+    pub fn is_http(&self) -> bool {
+        matches!(
+            self,
+            Fault::HttpAbort(_)
+                | Fault::HttpLatency(_)
+                | Fault::HttpThrottle(_)
+                | Fault::HttpReset(_)
+        )
+    }
+
+    /// Whether an HTTP proxy can apply the fault: its request faults,
+    /// `refuse` (new connections) and `noop`. Byte faults act beneath the
+    /// HTTP layer only on TCP and PostgreSQL proxies.
+    pub fn applies_to_http(&self) -> bool {
+        self.is_http() || matches!(self, Fault::Refuse(_) | Fault::Noop(_))
+    }
+
+    /// The matching rules of an HTTP fault.
+    pub fn http_match(&self) -> Option<&http::HttpMatch> {
+        match self {
+            Fault::HttpAbort(f) => Some(&f.matching),
+            Fault::HttpLatency(f) => Some(&f.matching),
+            Fault::HttpThrottle(f) => Some(&f.matching),
+            Fault::HttpReset(f) => Some(&f.matching),
+            _ => None,
+        }
     }
 
     /// Whether the fault needs a `protocol = "postgres"` proxy.
@@ -374,7 +445,7 @@ mod tests {
                 .keys()
                 .map(|k| k.as_str())
                 .collect();
-            if f.is_postgres() {
+            if f.is_postgres() || f.is_http() {
                 // Matching attributes are shown only when set.
                 for k in &keys {
                     assert!(names.contains(k), "{kind} shows unknown attribute {k}");

@@ -138,17 +138,23 @@ impl FaultHits {
     /// Called on a match that passed its toxicity draw: decides whether the
     /// fault acts on it, given `after` and `count`, and counts it.
     pub fn take(&self, m: &QueryMatch) -> bool {
+        self.take_within(m.after, m.count)
+    }
+
+    /// [`FaultHits::take`] with `after` and `count` given directly (the
+    /// HTTP faults carry their own matching type).
+    pub fn take_within(&self, after: u64, count: u64) -> bool {
         let n = self.matched.fetch_add(1, Ordering::Relaxed);
-        if n < m.after {
+        if n < after {
             return false;
         }
-        if m.count == 0 {
+        if count == 0 {
             self.injected.fetch_add(1, Ordering::Relaxed);
             return true;
         }
         self.injected
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |i| {
-                (i < m.count).then_some(i + 1)
+                (i < count).then_some(i + 1)
             })
             .is_ok()
     }

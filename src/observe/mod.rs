@@ -8,9 +8,11 @@
 //!
 //! [`pg::PgStats`] does the same for PostgreSQL-aware proxies and also keeps
 //! one-second buckets of the last minutes, so the experiment runner can ask
-//! what happened in any recent time window.
+//! what happened in any recent time window; [`http::HttpStats`] does it
+//! for HTTP proxies, per route.
 
 pub mod histogram;
+pub mod http;
 pub mod pg;
 
 pub use histogram::Histogram;

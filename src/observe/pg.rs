@@ -95,10 +95,10 @@ const SUB_BITS: u32 = 3;
 const SUB: u32 = 1 << SUB_BITS;
 const MIN_OCTAVE: u32 = 15;
 const MAX_OCTAVE: u32 = 36;
-const FINE_BUCKETS: usize = 1 + ((MAX_OCTAVE - MIN_OCTAVE) * SUB) as usize + 1;
+pub(crate) const FINE_BUCKETS: usize = 1 + ((MAX_OCTAVE - MIN_OCTAVE) * SUB) as usize + 1;
 
 /// The fine bucket of a latency in nanoseconds.
-fn fine_index(nanos: u64) -> usize {
+pub(crate) fn fine_index(nanos: u64) -> usize {
     if nanos < 1 << MIN_OCTAVE {
         return 0;
     }
@@ -125,7 +125,7 @@ fn fine_bounds(i: usize) -> (u64, Option<u64>) {
     (lower, Some(lower + width))
 }
 
-fn nanos(d: Duration) -> u64 {
+pub(crate) fn nanos(d: Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
@@ -589,7 +589,7 @@ pub struct LatencySummary {
 }
 
 impl LatencySummary {
-    fn from_fine(counts: &[u64], sum_nanos: u64, max_nanos: u64) -> Self {
+    pub(crate) fn from_fine(counts: &[u64], sum_nanos: u64, max_nanos: u64) -> Self {
         let buckets: Vec<LatencyBucket> = counts
             .iter()
             .enumerate()

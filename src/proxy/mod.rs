@@ -54,6 +54,9 @@ pub struct ProxyShared {
     pub tls: TlsMode,
     /// Observations of a postgres proxy (empty for others).
     pub pg: PgStats,
+    /// The HTTP layer of an http proxy: client pool, settings,
+    /// observations (`None` for other protocols).
+    pub http: Option<Box<crate::http::HttpShared>>,
     /// The live faults.
     pub board: FaultBoard,
     /// Live counters.
@@ -122,6 +125,8 @@ impl ProxyShared {
             protocol: cfg.protocol,
             tls: cfg.tls,
             pg: PgStats::default(),
+            http: (cfg.protocol == Protocol::Http)
+                .then(|| Box::new(crate::http::HttpShared::new(cfg))),
             board: FaultBoard::default(),
             stats: ProxyStats::default(),
             conn_seq: AtomicU64::new(0),

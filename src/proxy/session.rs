@@ -1,4 +1,5 @@
-//! One client connection: refuse check, upstream dial, two pumps.
+//! One client connection: refuse check, then by protocol: a postgres or
+//! http session, or the upstream dial and two pumps.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,14 +30,22 @@ pub async fn run(
     let stats = &proxy.stats;
     stats.connections_total.fetch_add(1, Ordering::Relaxed);
     stats.connections_active.fetch_add(1, Ordering::Relaxed);
-    serve(client, &proxy, conn, token).instrument(span).await;
+    serve(client, peer, &proxy, conn, token)
+        .instrument(span)
+        .await;
     proxy
         .stats
         .connections_active
         .fetch_sub(1, Ordering::Relaxed);
 }
 
-async fn serve(client: TcpStream, proxy: &ProxyShared, conn: u64, token: CancellationToken) {
+async fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    proxy: &Arc<ProxyShared>,
+    conn: u64,
+    token: CancellationToken,
+) {
     if let Some(kind) = proxy.board.snapshot().refuses(proxy.seed, conn) {
         proxy.stats.refused.fetch_add(1, Ordering::Relaxed);
         proxy.stats.activated(kind);
@@ -45,6 +54,10 @@ async fn serve(client: TcpStream, proxy: &ProxyShared, conn: u64, token: Cancell
         return;
     }
     let _ = client.set_nodelay(true);
+    if proxy.protocol == Protocol::Http {
+        crate::http::session::serve(client, peer, proxy.clone(), conn, token).await;
+        return;
+    }
     if proxy.protocol == Protocol::Postgres {
         crate::postgres::session::serve(client, proxy, conn, token).await;
         return;

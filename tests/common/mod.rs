@@ -191,3 +191,25 @@ impl ApiHarness {
         Self { h, addr, state }
     }
 }
+
+pub mod http_upstream;
+
+impl Harness {
+    /// A `protocol = "http"` proxy on 127.0.0.1:0 to `upstream`; `tune`
+    /// sets the HTTP keys (routes, request_timeout, header_faults).
+    pub fn http_proxy(
+        &self,
+        name: &str,
+        upstream: &str,
+        faults: Vec<FaultSpec>,
+        tune: impl FnOnce(&mut ProxyConfig),
+    ) -> (Arc<Proxy>, SocketAddr) {
+        let mut cfg = ProxyConfig::new(name, "127.0.0.1:0", upstream);
+        cfg.protocol = shakedown::config::Protocol::Http;
+        cfg.faults = faults;
+        tune(&mut cfg);
+        let p = self.registry.add_proxy(&cfg).expect("proxy starts");
+        let addr = p.local_addr().expect("bound");
+        (p, addr)
+    }
+}
