@@ -145,3 +145,66 @@ fn seeded_drops() {
     let j = run("seeded-drops.toml");
     assert!(j.faults[0].activations > 0);
 }
+
+/// A demo service (`examples/checkout_demo.rs`), killed when dropped.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the demo in `args` and waits for its `listening on` line.
+fn demo(args: &[&str]) -> Demo {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = profile.join("examples").join("checkout_demo");
+    assert!(
+        bin.exists(),
+        "{} is built by `cargo test`; build it with `cargo build --example checkout_demo`",
+        bin.display()
+    );
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on "), "{line:?}");
+    Demo(child)
+}
+
+#[test]
+fn http_partition() {
+    // The addresses the experiment's comment gives.
+    let _inventory = demo(&["inventory", "--listen", "127.0.0.1:7001"]);
+    let _checkout = demo(&[
+        "checkout",
+        "--listen",
+        "127.0.0.1:7000",
+        "--inventory",
+        "http://127.0.0.1:6439",
+        "--timeout",
+        "500ms",
+    ]);
+    let j = run("http-partition.toml");
+    let confirmed_in_injection = j
+        .sources
+        .iter()
+        .find(|s| s.source == "confirmed" && s.phase.as_str() == "injection")
+        .unwrap();
+    assert!(
+        confirmed_in_injection
+            .errors_by_class
+            .iter()
+            .all(|e| e.class == "status 503"),
+        "checkout declined with 503, nothing else: {confirmed_in_injection:?}"
+    );
+}

@@ -19,7 +19,7 @@ use toml::Spanned;
 
 use super::fault::{self, RawFault};
 use super::location::{ConfigError, ConfigErrors, Locator};
-use super::{Protocol, TlsMode, check_addr};
+use super::{DEFAULT_REQUEST_TIMEOUT, Protocol, TlsMode, check_addr};
 use crate::experiment::spec::{
     Abort, Bound, Experiment, Load, LoadKind, Metric, Phase, Phases, PlannedFault, Probe,
     ProbeKind, ReportSpec, Slo, Target,
@@ -207,6 +207,36 @@ impl<'a> Table<'a> {
         Some(u)
     }
 
+    /// HTTP statuses: one (`503`) or a list (`[200, 503]`); empty when
+    /// absent (any 2xx).
+    fn statuses(&mut self, cx: &mut Cx<'_>, key: &'static str) -> Vec<u16> {
+        let Some(v) = self.get(key) else {
+            return Vec::new();
+        };
+        let items: Vec<&toml::Value> = match v.get_ref() {
+            toml::Value::Array(a) => a.iter().collect(),
+            one => vec![one],
+        };
+        let statuses: Option<Vec<u16>> = items
+            .iter()
+            .map(|i| {
+                i.as_integer()
+                    .filter(|s| (100..=599).contains(s))
+                    .map(|s| s as u16)
+            })
+            .collect();
+        match statuses {
+            Some(s) if !s.is_empty() => s,
+            _ => {
+                cx.err(
+                    v.span(),
+                    format!("`{key}` must be an HTTP status (100 to 599) or a list of them"),
+                );
+                Vec::new()
+            }
+        }
+    }
+
     /// A PostgreSQL connection string (`dsn`, required).
     fn dsn(&mut self, cx: &mut Cx<'_>) -> Option<Spanned<String>> {
         let d = self.string(cx, "dsn", true)?;
@@ -322,8 +352,9 @@ fn duration_value(cx: &mut Cx<'_>, key: &str, v: &Spanned<toml::Value>) -> Optio
 enum SourceKind {
     Load,
     Probe,
-    /// A local postgres target: its own query observations.
-    PgTarget,
+    /// A local postgres or http target: its own query or request
+    /// observations.
+    ObservedTarget,
     /// A target without observations the runner can read.
     OtherTarget,
 }
@@ -375,15 +406,12 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
             Some(v) => match v.get_ref().as_str() {
                 Some("tcp") => Some(Protocol::Tcp),
                 Some("postgres") => Some(Protocol::Postgres),
-                Some("http") => {
+                Some("http") => Some(Protocol::Http),
+                _ => {
                     cx.err(
                         v.span(),
-                        "protocol \"http\" is not supported yet; use \"tcp\" or \"postgres\"",
+                        "`protocol` must be \"tcp\", \"postgres\" or \"http\"",
                     );
-                    None
-                }
-                _ => {
-                    cx.err(v.span(), "`protocol` must be \"tcp\" or \"postgres\"");
                     None
                 }
             },
@@ -418,6 +446,22 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
         let connect_timeout = t
             .duration(cx, "connect_timeout", false)
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let request_timeout = positive(cx, &mut t, "request_timeout");
+        let header_faults = match t.get("header_faults") {
+            None => false,
+            Some(v) => v.get_ref().as_bool().unwrap_or_else(|| {
+                cx.err(v.span(), "`header_faults` must be true or false");
+                false
+            }),
+        };
+        for key in ["request_timeout", "header_faults"] {
+            if t.has(key) && protocol != Some(Protocol::Http) {
+                cx.err(
+                    t.span(),
+                    format!("`{key}` applies to http targets only (add protocol = \"http\")"),
+                );
+            }
+        }
         t.finish(cx);
         if let (Some(l), None) = (&listen, &agent)
             && !l.get_ref().ends_with(":0")
@@ -435,8 +479,9 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
             );
         }
         if let Some(n) = &name {
-            let kind = if protocol == Some(Protocol::Postgres) && agent.is_none() {
-                SourceKind::PgTarget
+            let observed = matches!(protocol, Some(Protocol::Postgres | Protocol::Http));
+            let kind = if observed && agent.is_none() {
+                SourceKind::ObservedTarget
             } else {
                 SourceKind::OtherTarget
             };
@@ -453,6 +498,8 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
                 agent: agent.map(Spanned::into_inner),
                 tls,
                 connect_timeout,
+                request_timeout: request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+                header_faults,
             });
         }
     }
@@ -502,7 +549,7 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
                     cx.err(m.span(), format!("`{}` is not an HTTP method", m.get_ref()));
                 }
                 let body = t.string(cx, "body", false);
-                let expect_status = t.integer(cx, "expect_status", 100, 599).map(|s| s as u16);
+                let expect_status = t.statuses(cx, "expect_status");
                 Some(LoadKind::Http {
                     url: url?.into_inner(),
                     method: method.map_or("GET".into(), |m| m.into_inner().to_ascii_uppercase()),
@@ -588,7 +635,7 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
             }
             "http" => {
                 let url = t.url(cx, "url", true);
-                let expect_status = t.integer(cx, "expect_status", 100, 599).map(|s| s as u16);
+                let expect_status = t.statuses(cx, "expect_status");
                 Some(ProbeKind::Http {
                     url: url?.into_inner(),
                     expect_status,
@@ -702,17 +749,29 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
                         None
                     }
                     Some(proto) => {
-                        if spec.fault.is_postgres() && *proto != Protocol::Postgres {
-                            let kind_at = raw_f
-                                .get_ref()
-                                .iter()
-                                .find(|(k, _)| k.get_ref() == "kind")
-                                .map_or(raw_f.span(), |(_, v)| v.span());
+                        let kind_at = raw_f
+                            .get_ref()
+                            .iter()
+                            .find(|(k, _)| k.get_ref() == "kind")
+                            .map_or(raw_f.span(), |(_, v)| v.span());
+                        let f = &spec.fault;
+                        let needs = if f.is_postgres() && *proto != Protocol::Postgres {
+                            Some("needs a postgres target")
+                        } else if f.is_http() && *proto != Protocol::Http {
+                            Some("needs an http target")
+                        } else if *proto == Protocol::Http && !f.applies_to_http() {
+                            Some(
+                                "acts on bytes and does not apply to an http target (use http_latency, http_throttle, http_reset, http_abort or refuse)",
+                            )
+                        } else {
+                            None
+                        };
+                        if let Some(why) = needs {
                             cx.err(
                                 kind_at,
                                 format!(
-                                    "fault kind `{}` needs a postgres target; `{name}` has protocol = \"{}\"",
-                                    spec.fault.kind(),
+                                    "fault kind `{}` {why}; `{name}` has protocol = \"{}\"",
+                                    f.kind(),
                                     proto.as_str()
                                 ),
                             );
@@ -1050,7 +1109,7 @@ fn check_source(
             cx.err(
                 source.span(),
                 format!(
-                    "target `{name}` has no observations the runner can read (only local postgres targets do); measure it with a [[load]] or [[probe]]"
+                    "target `{name}` has no observations the runner can read (only local postgres and http targets do); measure it with a [[load]] or [[probe]]"
                 ),
             );
             false
@@ -1454,6 +1513,75 @@ dir = "out"
         assert_eq!(errors(&s).len(), 1, "no cascade: {:#?}", errors(&s));
         let s = with("max = \"750ms\"\nmax_ratio = 3.0\n", "");
         fails(&s, "[[slo]]", "has no bound");
+    }
+
+    #[test]
+    fn http_targets_take_http_faults_only() {
+        let base = r#"
+[experiment]
+name = "web"
+[[target]]
+name = "web"
+protocol = "http"
+listen = "127.0.0.1:0"
+upstream = "127.0.0.1:80"
+request_timeout = "2s"
+[[target]]
+name = "pg"
+protocol = "postgres"
+listen = "127.0.0.1:0"
+upstream = "127.0.0.1:5432"
+[[load]]
+name = "buy"
+kind = "http"
+url = "http://127.0.0.1:7000/checkout"
+expect_status = [200, 503]
+rate = 5
+[phases]
+baseline = "1s"
+injection = "1s"
+recovery = "1s"
+[[fault]]
+target = "web"
+kind = "KIND"
+[[slo]]
+name = "web p95"
+source = "web"
+metric = "latency_p95"
+max = "1s"
+"#;
+        let e = parse_experiment("e.toml", &base.replace("KIND", "http_abort")).unwrap();
+        assert_eq!(e.targets[0].protocol, Protocol::Http);
+        assert_eq!(e.targets[0].request_timeout, Duration::from_secs(2));
+        let LoadKind::Http { expect_status, .. } = &e.loads[0].kind else {
+            panic!("{:?}", e.loads[0].kind);
+        };
+        assert_eq!(expect_status, &vec![200, 503]);
+        let bytes = base.replace("KIND", "latency");
+        fails(
+            &bytes,
+            "kind = \"latency\"",
+            "does not apply to an http target",
+        );
+        let on_pg = base
+            .replace("target = \"web\"\nkind", "target = \"pg\"\nkind")
+            .replace("KIND", "http_abort");
+        fails(&on_pg, "kind = \"http_abort\"", "needs an http target");
+        let misplaced = base
+            .replace(
+                "upstream = \"127.0.0.1:5432\"",
+                "upstream = \"127.0.0.1:5432\"\nheader_faults = true",
+            )
+            .replace("KIND", "http_abort");
+        fails(
+            &misplaced,
+            "[[target]]\nname = \"pg\"",
+            "applies to http targets only",
+        );
+        let bad_status = base
+            .replace("[200, 503]", "[200, 700]")
+            .replace("KIND", "http_abort");
+        fails(&bad_status, "[200, 700]", "must be an HTTP status");
     }
 
     #[test]

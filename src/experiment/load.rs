@@ -412,10 +412,11 @@ async fn read_body(mut body: Incoming, keep: usize) -> Result<Vec<u8>, OpError> 
 }
 
 /// Success by status: `expect`, or any 2xx.
-pub(super) fn status_ok(status: u16, expect: Option<u16>) -> Result<(), OpError> {
-    let ok = match expect {
-        Some(e) => status == e,
-        None => (200..300).contains(&status),
+pub(super) fn status_ok(status: u16, expect: &[u16]) -> Result<(), OpError> {
+    let ok = if expect.is_empty() {
+        (200..300).contains(&status)
+    } else {
+        expect.contains(&status)
     };
     if ok {
         Ok(())
@@ -429,7 +430,7 @@ struct HttpOp {
     method: Method,
     uri: Uri,
     body: Bytes,
-    expect: Option<u16>,
+    expect: Vec<u16>,
 }
 
 impl HttpOp {
@@ -442,7 +443,7 @@ impl HttpOp {
             0,
         )
         .await?;
-        status_ok(status, self.expect)
+        status_ok(status, &self.expect)
     }
 }
 
@@ -588,7 +589,7 @@ impl Operation {
                     method,
                     uri,
                     body: body.clone().map(Bytes::from).unwrap_or_default(),
-                    expect: *expect_status,
+                    expect: expect_status.clone(),
                 }))
             }),
             LoadKind::Tcp { addr } => Ok(Operation::Tcp(addr.clone())),
@@ -833,7 +834,7 @@ pub(crate) mod tests {
             url: "https://example.invalid/".into(),
             method: "GET".into(),
             body: None,
-            expect_status: None,
+            expect_status: vec![],
         };
         let s = drive(
             load(kind, 200.0, 4, Duration::from_secs(1)),
@@ -1036,7 +1037,7 @@ pub(crate) mod tests {
             url: format!("http://{addr}{path}"),
             method: "post".into(),
             body: Some("{}".into()),
-            expect_status: expect,
+            expect_status: expect.into_iter().collect(),
         };
         let t = Duration::from_secs(1);
         let d = Duration::from_millis(300);
@@ -1058,7 +1059,7 @@ pub(crate) mod tests {
             url: format!("http://127.0.0.1:{port}/"),
             method: "GET".into(),
             body: None,
-            expect_status: None,
+            expect_status: vec![],
         };
         let s = drive(load(kind, 50.0, 4, t), d).await;
         assert_eq!(class(&s, "connect"), s.ops, "{s:?}");

@@ -44,7 +44,7 @@ enum Reader {
     Http {
         client: HttpClient,
         uri: Uri,
-        expect: Option<u16>,
+        expect: Vec<u16>,
     },
     Sql {
         config: Config,
@@ -69,7 +69,7 @@ impl Reader {
             ProbeKind::Http { url, expect_status } => http_uri(url).map(|uri| Reader::Http {
                 client: http_client(1),
                 uri,
-                expect: *expect_status,
+                expect: expect_status.clone(),
             }),
             ProbeKind::Sql { dsn, query } => pg_config(dsn).map(|config| Reader::Sql {
                 config,
@@ -96,7 +96,7 @@ impl Reader {
                     MAX_PROMETHEUS_BODY,
                 )
                 .await?;
-                status_ok(status, None)?;
+                status_ok(status, &[])?;
                 prometheus_value(&body).map(Some)
             }
             Reader::Http {
@@ -106,7 +106,7 @@ impl Reader {
             } => {
                 let (status, _) =
                     http_call(client, Method::GET, uri.clone(), Bytes::new(), 0).await?;
-                status_ok(status, *expect).map(|()| None)
+                status_ok(status, expect).map(|()| None)
             }
             Reader::Sql {
                 config,
@@ -459,9 +459,9 @@ mod tests {
             }
         })
         .await;
-        let kind = |path: &str, expect| ProbeKind::Http {
+        let kind = |path: &str, expect: Option<u16>| ProbeKind::Http {
             url: format!("http://{addr}{path}"),
-            expect_status: expect,
+            expect_status: expect.into_iter().collect(),
         };
         let s = readings(probe(kind("/healthz", None), 10, 2000), 2).await;
         assert_eq!((s.errors, s.value), (0, None), "{s:?}");

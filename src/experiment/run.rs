@@ -28,7 +28,6 @@ use super::result::{
 use super::spec::{Experiment, Metric, Phase, PlannedFault};
 use super::target::Handle;
 use crate::api::{ApiState, Secret};
-use crate::observe::pg::PgWindow;
 use crate::registry::Registry;
 
 /// How `run` was asked to behave.
@@ -315,10 +314,7 @@ impl Run<'_> {
     fn metric(&self, source: &str, m: Metric, from: Instant, to: Instant) -> Option<f64> {
         match self.source(source)? {
             Source::Recorded(r, _) => r.summary(from, to).metric(m),
-            Source::Target(h) => {
-                let w = h.pg_window(from, to)?;
-                target_metric(&w, m, w.seconds as f64)
-            }
+            Source::Target(h) => h.observed(from, to)?.metric(m),
         }
     }
 
@@ -350,42 +346,24 @@ impl Run<'_> {
                 }
             }
             Some(Source::Target(h)) => {
-                let w = h.pg_window(from, to);
-                let ops = w.as_ref().map_or(0, |w| w.counts.queries_total);
+                let o = h.observed(from, to).unwrap_or_default();
                 SourceSummary {
                     source: source.to_string(),
                     kind: "target".into(),
                     phase,
-                    ops,
-                    errors: w.as_ref().map_or(0, |w| {
-                        w.counts
-                            .errors
-                            .total()
-                            .saturating_sub(w.counts.sessions_rejected.total())
-                            .min(ops)
-                    }),
-                    throughput: w
-                        .as_ref()
-                        .and_then(|w| target_metric(w, Metric::Throughput, w.seconds as f64))
-                        .unwrap_or(0.0),
-                    p50: w.as_ref().and_then(|w| w.counts.latency.p50_seconds),
-                    p95: w.as_ref().and_then(|w| w.counts.latency.p95_seconds),
-                    p99: w.as_ref().and_then(|w| w.counts.latency.p99_seconds),
-                    max: w.as_ref().and_then(|w| w.counts.latency.max_seconds),
+                    ops: o.ops,
+                    errors: o.failed,
+                    throughput: o.metric(Metric::Throughput).unwrap_or(0.0),
+                    p50: o.latency.p50_seconds,
+                    p95: o.latency.p95_seconds,
+                    p99: o.latency.p99_seconds,
+                    max: o.latency.max_seconds,
                     value: None,
-                    errors_by_class: w.as_ref().map_or(Vec::new(), |w| {
-                        let mut v: Vec<ErrorClass> = w
-                            .counts
-                            .errors_by_sqlstate
-                            .iter()
-                            .map(|e| ErrorClass {
-                                class: format!("sqlstate {} ({})", e.sqlstate, e.source.as_str()),
-                                count: e.count,
-                            })
-                            .collect();
-                        v.sort_by_key(|e| std::cmp::Reverse(e.count));
-                        v
-                    }),
+                    errors_by_class: o
+                        .errors
+                        .into_iter()
+                        .map(|(class, count)| ErrorClass { class, count })
+                        .collect(),
                 }
             }
             None => SourceSummary {
@@ -602,30 +580,6 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
-}
-
-/// A target's own observations as an SLO value.
-fn target_metric(w: &PgWindow, m: Metric, secs: f64) -> Option<f64> {
-    let c = &w.counts;
-    let n = c.queries_total;
-    // Errors of queries: the FATALs that refused sessions at startup are
-    // errors too, but of no query.
-    let failed = c
-        .errors
-        .total()
-        .saturating_sub(c.sessions_rejected.total())
-        .min(n);
-    match m {
-        Metric::LatencyP50 => c.latency.p50_seconds,
-        Metric::LatencyP95 => c.latency.p95_seconds,
-        Metric::LatencyP99 => c.latency.p99_seconds,
-        Metric::LatencyMax => c.latency.max_seconds,
-        Metric::ErrorRate if n > 0 => Some(failed as f64 / n as f64),
-        Metric::Availability if n > 0 => Some(1.0 - failed as f64 / n as f64),
-        // Answered without an error, per second (as for loads).
-        Metric::Throughput if secs > 0.0 && n > 0 => Some((n - failed) as f64 / secs),
-        _ => None,
-    }
 }
 
 /// Why waiting stopped early.
@@ -960,7 +914,7 @@ pub async fn run(
         .chain(
             exp.targets
                 .iter()
-                .filter(|t| t.protocol == crate::config::Protocol::Postgres && t.agent.is_none())
+                .filter(|t| t.protocol != crate::config::Protocol::Tcp && t.agent.is_none())
                 .map(|t| t.name.clone()),
         )
         .collect();

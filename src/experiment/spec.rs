@@ -76,7 +76,7 @@ impl Experiment {
 pub struct Target {
     /// Unique among targets.
     pub name: String,
-    /// `tcp` (default) or `postgres`.
+    /// `tcp` (default), `postgres` or `http`.
     #[serde(serialize_with = "protocol_name")]
     pub protocol: Protocol,
     /// Where the proxy listens (`host:port`).
@@ -91,6 +91,11 @@ pub struct Target {
     pub tls: TlsMode,
     /// Upstream connect timeout (default 5 s).
     pub connect_timeout: Duration,
+    /// An http target's time for the upstream's response headers before
+    /// the client gets 504 (default 30 s).
+    pub request_timeout: Duration,
+    /// An http target honours Envoy's `x-envoy-fault-*` request headers.
+    pub header_faults: bool,
 }
 
 fn protocol_name<S: serde::Serializer>(p: &Protocol, s: S) -> Result<S::Ok, S::Error> {
@@ -144,8 +149,8 @@ pub enum LoadKind {
         method: String,
         /// Request body.
         body: Option<String>,
-        /// The status that counts as success; default any 2xx.
-        expect_status: Option<u16>,
+        /// The statuses that count as success; empty: any 2xx.
+        expect_status: Vec<u16>,
     },
     /// One TCP connection opened (and closed).
     Tcp {
@@ -189,8 +194,8 @@ pub enum ProbeKind {
     Http {
         /// `http://` URL.
         url: String,
-        /// Default any 2xx.
-        expect_status: Option<u16>,
+        /// The statuses that count as success; empty: any 2xx.
+        expect_status: Vec<u16>,
     },
     /// A query whose first column of the first row is the value.
     Sql {

@@ -12,11 +12,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::spec::Metric;
 use super::spec::Target;
 use crate::config::{Protocol, ProxyConfig};
 use crate::ctl::{Api, ApiToken};
 use crate::faults::{FaultSpec, KINDS};
-use crate::observe::pg::PgWindow;
+use crate::observe::http::HttpWindow;
+use crate::observe::pg::{LatencySummary, PgWindow};
 use crate::registry::{Proxy, Registry};
 
 /// Extra life given to a remote fault beyond its planned end: the runner
@@ -31,8 +33,94 @@ pub const LEASE_TTL: Duration = Duration::from_secs(10);
 /// TTL, so a slow request or two never lets it lapse.
 const LEASE_RENEW: Duration = Duration::from_secs(2);
 
-/// Just under the store's one-second resolution: see [`Handle::pg_window`].
-const PG_WINDOW_SKIP: Duration = Duration::from_millis(999);
+/// Just under the stores' one-second resolution: see [`Handle::observed`].
+const WINDOW_SKIP: Duration = Duration::from_millis(999);
+
+/// A target's own observations over a window, the same for every
+/// protocol: operations are queries (postgres) or requests (http).
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// Queries or requests answered.
+    pub ops: u64,
+    /// Of those, failed: an ErrorResponse to a query (not the FATALs that
+    /// refuse sessions at startup); a 5xx, a 502/504 of the proxy's own, or
+    /// a response cut by a reset.
+    pub failed: u64,
+    /// Whole seconds the window covers.
+    pub seconds: u64,
+    /// Query time (frame to ReadyForQuery) or time to response headers.
+    pub latency: LatencySummary,
+    /// Failures by class, most frequent first.
+    pub errors: Vec<(String, u64)>,
+}
+
+impl Observed {
+    fn from_pg(w: &PgWindow) -> Self {
+        let c = &w.counts;
+        let failed = c
+            .errors
+            .total()
+            .saturating_sub(c.sessions_rejected.total())
+            .min(c.queries_total);
+        let mut errors: Vec<(String, u64)> = c
+            .errors_by_sqlstate
+            .iter()
+            .map(|e| {
+                (
+                    format!("sqlstate {} ({})", e.sqlstate, e.source.as_str()),
+                    e.count,
+                )
+            })
+            .collect();
+        errors.sort_by_key(|e| std::cmp::Reverse(e.1));
+        Self {
+            ops: c.queries_total,
+            failed,
+            seconds: w.seconds,
+            latency: c.latency.clone(),
+            errors,
+        }
+    }
+
+    fn from_http(w: &HttpWindow) -> Self {
+        let c = &w.counts;
+        let class = |k: &str| c.by_class.get(k).copied().unwrap_or(0);
+        let mut errors: Vec<(String, u64)> = [
+            ("status 5xx".to_string(), class("5xx")),
+            ("proxy 502/504".to_string(), class("error")),
+            ("injected".to_string(), class("injected")),
+            ("reset".to_string(), c.resets),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+        errors.sort_by_key(|e| std::cmp::Reverse(e.1));
+        Self {
+            ops: c.requests,
+            failed: c.errors.min(c.requests),
+            seconds: w.seconds,
+            latency: c.latency.clone(),
+            errors,
+        }
+    }
+
+    /// The SLO metric, as for loads; `None` without data.
+    pub fn metric(&self, m: Metric) -> Option<f64> {
+        let n = self.ops;
+        let secs = self.seconds as f64;
+        match m {
+            Metric::LatencyP50 => self.latency.p50_seconds,
+            Metric::LatencyP95 => self.latency.p95_seconds,
+            Metric::LatencyP99 => self.latency.p99_seconds,
+            Metric::LatencyMax => self.latency.max_seconds,
+            Metric::ErrorRate if n > 0 => Some(self.failed as f64 / n as f64),
+            Metric::Availability if n > 0 => Some(1.0 - self.failed as f64 / n as f64),
+            // Answered without an error, per second.
+            Metric::Throughput if secs > 0.0 && n > 0 => Some((n - self.failed) as f64 / secs),
+            _ => None,
+        }
+    }
+}
 
 /// The agents' API token, from `SHAKEDOWN_API_TOKEN`.
 fn agent_token() -> Option<ApiToken> {
@@ -97,6 +185,8 @@ impl Handle {
                 cfg.protocol = t.protocol;
                 cfg.tls = t.tls;
                 cfg.connect_timeout = t.connect_timeout;
+                cfg.request_timeout = t.request_timeout;
+                cfg.header_faults = t.header_faults;
                 registry
                     .add_proxy(&cfg)
                     .map(Handle::Local)
@@ -213,20 +303,26 @@ impl Handle {
         }
     }
 
-    /// The PostgreSQL observations of a local postgres target in a window.
+    /// What a local postgres or http target observed in a window: its
+    /// queries or requests.
     ///
-    /// The store keeps whole seconds, and a window counts from the second
+    /// The stores keep whole seconds, and a window counts from the second
     /// holding `from`; that second also holds what happened just before
     /// `from` (the end of the previous phase). So the window starts at the
     /// first second wholly inside it: up to a second is left out, but
     /// nothing of a neighbouring phase is counted in.
-    pub fn pg_window(&self, from: Instant, to: Instant) -> Option<PgWindow> {
-        match self {
-            Handle::Local(p) if p.info().protocol == Protocol::Postgres => {
-                let from = (from + PG_WINDOW_SKIP).min(to);
-                Some(p.pg_stats().window(from.into_std(), to.into_std()))
-            }
-            _ => None,
+    pub fn observed(&self, from: Instant, to: Instant) -> Option<Observed> {
+        let Handle::Local(p) = self else {
+            return None;
+        };
+        let from = (from + WINDOW_SKIP).min(to).into_std();
+        let to = to.into_std();
+        match p.info().protocol {
+            Protocol::Postgres => Some(Observed::from_pg(&p.pg_stats().window(from, to))),
+            Protocol::Http => p
+                .http_stats()
+                .map(|h| Observed::from_http(&h.window(from, to))),
+            Protocol::Tcp => None,
         }
     }
 }
