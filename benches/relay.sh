@@ -333,9 +333,15 @@ run_wrk() {
     local port=$1 out
     out=$(wrk -t "$HTTP_THREADS" -c "$HTTP_CONNS" -d "${T}s" "http://$HOST:$port/index.html" 2>&1) ||
         { echo "$out" >&2; die "wrk on port $port failed"; }
-    if grep -Eq 'Non-2xx|Socket errors' <<<"$out"; then
+    # A few timeouts (no answer within wrk's 2 s) happen on this busy
+    # 2-core machine to every side, socat included: reported, not fatal.
+    # Any other socket error or a non-2xx answer is.
+    if grep -Eq 'Non-2xx|Socket errors: connect [1-9]|read [1-9]|write [1-9]' <<<"$out"; then
         echo "$out" >&2
         die "wrk on port $port got errors"
+    fi
+    if grep -Eq 'timeout [1-9]' <<<"$out"; then
+        echo "relay.sh: warning: wrk on port $port: $(grep -o 'timeout [0-9]*' <<<"$out") request(s) unanswered within 2 s" >&2
     fi
     sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out" | grep . ||
         { echo "$out" >&2; die "no Requests/sec line in wrk output"; }
