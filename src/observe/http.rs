@@ -15,9 +15,11 @@
 //! Routes come from the proxy's config (at most
 //! [`MAX_ROUTES`](crate::config::MAX_ROUTES), plus `other`), so the label
 //! set is fixed when the proxy is created. Recording is relaxed atomics only
-//! (about a dozen per request); the ring and its seqlock-style epochs work
-//! as in `observe::pg`, and latencies use the same log-linear buckets, so
-//! percentiles are within [`PERCENTILE_MAX_ERROR`] (6.25 %).
+//! (about a dozen per request); the one-second buckets live in the same
+//! lock-free ring as PostgreSQL's (`observe::ring`: seqlock-style epochs, a
+//! lock only to clear a slot once a second), and latencies use the same
+//! log-linear buckets, so percentiles are within [`PERCENTILE_MAX_ERROR`]
+//! (6.25 %).
 //!
 //! # Memory
 //!
@@ -27,8 +29,7 @@
 //! per proxy (1.3 MB with no route configured, 22 MB at the 32-route cap).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -36,13 +37,12 @@ use serde::Serialize;
 use super::Histogram;
 use super::histogram::HistogramSnapshot;
 use super::pg::{FINE_BUCKETS, LatencySummary, fine_index, nanos};
+use super::ring::{Cell, RING_SECONDS, Ring, SlotCounters};
 
 pub use super::pg::PERCENTILE_MAX_ERROR;
 
 /// How far back [`HttpStats::window`] can look (as for PostgreSQL).
 pub const RETENTION: Duration = Duration::from_secs(RING_SECONDS);
-
-const RING_SECONDS: u64 = 900;
 
 /// Status classes, in this order: the `class` label of
 /// `shakedown_http_requests_total` and the keys of `by_class`. `error` is
@@ -82,41 +82,6 @@ impl Answer {
             Answer::Injected(s) if s >= 500 => C_INJECTED_5XX,
             Answer::Injected(_) => C_INJECTED,
         }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A counter cell: 64 bits for totals, 32 in the per-second buckets.
-trait Cell: Default {
-    fn add(&self, n: u64);
-    fn get(&self) -> u64;
-    fn clear(&self);
-}
-
-impl Cell for AtomicU64 {
-    fn add(&self, n: u64) {
-        self.fetch_add(n, Ordering::Relaxed);
-    }
-    fn get(&self) -> u64 {
-        self.load(Ordering::Relaxed)
-    }
-    fn clear(&self) {
-        self.store(0, Ordering::Relaxed);
-    }
-}
-
-impl Cell for AtomicU32 {
-    fn add(&self, n: u64) {
-        self.fetch_add(n as u32, Ordering::Relaxed);
-    }
-    fn get(&self) -> u64 {
-        u64::from(self.load(Ordering::Relaxed))
-    }
-    fn clear(&self) {
-        self.store(0, Ordering::Relaxed);
     }
 }
 
@@ -188,6 +153,14 @@ impl<C: Cell> Counters<C> {
             full: Lat::default(),
         }
     }
+}
+
+impl<C: Cell> SlotCounters for Counters<C> {
+    type Acc = Acc;
+
+    fn new_acc(&self) -> Acc {
+        Acc::new(self.routes.len())
+    }
 
     fn clear(&self) {
         for r in self.routes.iter() {
@@ -207,6 +180,10 @@ impl<C: Cell> Counters<C> {
             r.latency.add_to(&mut a.latency);
         }
         self.full.add_to(&mut acc.full);
+    }
+
+    fn merge(acc: &mut Acc, one: &Acc) {
+        acc.add(one);
     }
 }
 
@@ -270,85 +247,6 @@ impl Acc {
             a.latency.add(&b.latency);
         }
         self.full.add(&o.full);
-    }
-}
-
-struct Slot {
-    /// The second it holds + 1; 0 while never written or being cleared.
-    epoch: AtomicU64,
-    counters: Counters<AtomicU32>,
-}
-
-/// Per-second buckets for the last [`RETENTION`] (see `observe::pg`).
-struct Ring {
-    base: Instant,
-    slots: Box<[Slot]>,
-    reset: Mutex<()>,
-}
-
-impl Ring {
-    fn new(routes: usize) -> Self {
-        Self {
-            base: Instant::now(),
-            slots: (0..RING_SECONDS)
-                .map(|_| Slot {
-                    epoch: AtomicU64::new(0),
-                    counters: Counters::new(routes),
-                })
-                .collect(),
-            reset: Mutex::new(()),
-        }
-    }
-
-    fn second(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.base).as_secs()
-    }
-
-    fn slot(&self, sec: u64) -> &Slot {
-        &self.slots[(sec % RING_SECONDS) as usize]
-    }
-
-    fn record(&self, now: Instant, f: impl FnOnce(&Counters<AtomicU32>)) {
-        let sec = self.second(now);
-        let want = sec + 1;
-        let slot = self.slot(sec);
-        let epoch = slot.epoch.load(Ordering::Acquire);
-        if epoch == want {
-            return f(&slot.counters);
-        }
-        if epoch > want {
-            return;
-        }
-        {
-            let _guard = lock(&self.reset);
-            let epoch = slot.epoch.load(Ordering::Acquire);
-            if epoch > want {
-                return;
-            }
-            if epoch < want {
-                slot.epoch.store(0, Ordering::Relaxed);
-                fence(Ordering::Release);
-                slot.counters.clear();
-                slot.epoch.store(want, Ordering::Release);
-            }
-        }
-        f(&slot.counters);
-    }
-
-    fn read(&self, sec: u64, acc: &mut Acc) -> bool {
-        let want = sec + 1;
-        let slot = self.slot(sec);
-        if slot.epoch.load(Ordering::Acquire) != want {
-            return false;
-        }
-        let mut one = Acc::new(acc.routes.len());
-        slot.counters.add_to(&mut one);
-        fence(Ordering::Acquire);
-        if slot.epoch.load(Ordering::Relaxed) != want {
-            return false;
-        }
-        acc.add(&one);
-        true
     }
 }
 
@@ -451,7 +349,7 @@ pub struct HttpStats {
     export: Box<[Histogram]>,
     export_full: Histogram,
     active: AtomicU64,
-    ring: Ring,
+    ring: Ring<Counters<AtomicU32>>,
 }
 
 impl std::fmt::Debug for HttpStats {
@@ -474,7 +372,7 @@ impl HttpStats {
             export: (0..n).map(|_| Histogram::default()).collect(),
             export_full: Histogram::default(),
             active: AtomicU64::new(0),
-            ring: Ring::new(n),
+            ring: Ring::new(|| Counters::new(n)),
         }
     }
 
@@ -588,16 +486,12 @@ impl HttpStats {
     }
 
     fn window_at(&self, now: Instant, from: Instant, to: Instant) -> HttpWindow {
-        let ring = &self.ring;
-        let (from_s, to_s, now_s) = (ring.second(from), ring.second(to), ring.second(now));
-        let oldest = (now_s + 1).saturating_sub(RING_SECONDS);
+        let span = self.ring.seconds_for(now, from, to);
         let mut acc = Acc::new(self.routes.len());
-        for sec in from_s.max(oldest)..to_s.min(now_s + 1) {
-            ring.read(sec, &mut acc);
-        }
+        self.ring.sum(span.read, &mut acc);
         HttpWindow {
-            seconds: to_s.saturating_sub(from_s),
-            truncated: from_s < oldest && from_s < to_s,
+            seconds: span.covered,
+            truncated: span.truncated,
             counts: self.counts(&acc),
         }
     }
@@ -661,7 +555,7 @@ mod tests {
     use super::*;
 
     fn at(s: &HttpStats, secs: f64) -> Instant {
-        s.ring.base + Duration::from_secs_f64(secs)
+        s.ring.base() + Duration::from_secs_f64(secs)
     }
 
     fn ms(n: u64) -> Duration {

@@ -14,5 +14,6 @@
 pub mod histogram;
 pub mod http;
 pub mod pg;
+mod ring;
 
 pub use histogram::Histogram;

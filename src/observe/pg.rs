@@ -18,15 +18,12 @@
 //! adds (totals, the Prometheus histogram, the current second's bucket) and
 //! one `Instant::now()` — measured at ~25 ns plus ~30 ns for the clock on a
 //! 2-core VM. A `Mutex` per record measured about the same uncontended, but
-//! under contention it can park a runtime thread; atomics never block. The ring of buckets is indexed by the second since
-//! the store's creation; each slot carries an epoch tag (its second + 1), so
-//! a slot left over from a previous lap of the ring is recognised and
-//! cleared by the first writer of the new second. That clearing is the one
-//! place that takes a lock (one `Mutex<()>` per store, taken about once a
-//! second and never across an `.await`); a slot being cleared is never read
-//! half-cleared, because the epoch works as a seqlock for readers.
-//! SQLSTATE codes are interned lock-free into a fixed table, so errors are
-//! atomics too.
+//! under contention it can park a runtime thread; atomics never block. The
+//! buckets live in the lock-free ring of `observe::ring` (shared with
+//! [`HttpStats`](super::http::HttpStats)), which takes a lock only to clear
+//! a slot left from its previous lap, about once a second; its epochs work
+//! as a seqlock, so a reader never sees a slot half-cleared. SQLSTATE codes
+//! are interned lock-free into a fixed table, so errors are atomics too.
 //!
 //! # Latency resolution
 //!
@@ -42,14 +39,14 @@
 //! [`LATENCY_BUCKETS`]: super::histogram::LATENCY_BUCKETS
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::Histogram;
 use super::histogram::HistogramSnapshot;
+use super::ring::{Cell, RING_SECONDS, Ring, SlotCounters};
 
 /// Statement kinds, in this fixed order (index = position): the `kind`
 /// argument of [`PgStats::query`] and the `statement` label of metrics.
@@ -64,9 +61,6 @@ const OTHER_KIND: usize = KINDS - 1;
 /// an injection and a recovery phase of typical experiments, and costs
 /// about 1.2 MB per PostgreSQL proxy (900 buckets of ~1.3 kB).
 pub const RETENTION: Duration = Duration::from_secs(RING_SECONDS);
-
-/// One bucket per second of [`RETENTION`], the current second included.
-const RING_SECONDS: u64 = 900;
 
 /// Largest relative error of a percentile estimate for latencies between
 /// 32.8 µs and 68.7 s: half of the widest bucket, relative to its lower
@@ -127,42 +121,6 @@ fn fine_bounds(i: usize) -> (u64, Option<u64>) {
 
 pub(crate) fn nanos(d: Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A counter cell: `AtomicU64` for totals, `AtomicU32` in the per-second
-/// buckets (no second holds 4 billion events, and it halves the ring).
-trait Cell: Default {
-    fn add(&self, n: u64);
-    fn get(&self) -> u64;
-    fn clear(&self);
-}
-
-impl Cell for AtomicU64 {
-    fn add(&self, n: u64) {
-        self.fetch_add(n, Ordering::Relaxed);
-    }
-    fn get(&self) -> u64 {
-        self.load(Ordering::Relaxed)
-    }
-    fn clear(&self) {
-        self.store(0, Ordering::Relaxed);
-    }
-}
-
-impl Cell for AtomicU32 {
-    fn add(&self, n: u64) {
-        self.fetch_add(n as u32, Ordering::Relaxed);
-    }
-    fn get(&self) -> u64 {
-        u64::from(self.load(Ordering::Relaxed))
-    }
-    fn clear(&self) {
-        self.store(0, Ordering::Relaxed);
-    }
 }
 
 fn cells<C: Cell, const N: usize>() -> [C; N] {
@@ -230,6 +188,14 @@ impl<C: Cell> Counters<C> {
             self.rolled_back.add(1);
         }
     }
+}
+
+impl<C: Cell> SlotCounters for Counters<C> {
+    type Acc = Acc;
+
+    fn new_acc(&self) -> Acc {
+        Acc::default()
+    }
 
     fn clear(&self) {
         let all = self
@@ -272,6 +238,10 @@ impl<C: Cell> Counters<C> {
         acc.sessions_started += self.sessions_started.get();
         acc.sessions_ended += self.sessions_ended.get();
     }
+
+    fn merge(acc: &mut Acc, one: &Acc) {
+        acc.add(one);
+    }
 }
 
 /// Plain sums of [`Counters`], for reading.
@@ -304,102 +274,6 @@ impl Default for Acc {
             sessions_ended: 0,
             rejected: [0; 2],
         }
-    }
-}
-
-/// One second of the ring.
-#[derive(Default)]
-struct Slot {
-    /// The second it holds + 1; 0 while never written or being cleared.
-    epoch: AtomicU64,
-    counters: Counters<AtomicU32>,
-}
-
-/// Per-second buckets for the last [`RETENTION`], indexed by the second
-/// since `base`.
-struct Ring {
-    base: Instant,
-    slots: Box<[Slot]>,
-    /// Serialises the clearing of a stale slot (once a second).
-    reset: Mutex<()>,
-}
-
-impl Default for Ring {
-    fn default() -> Self {
-        Self {
-            base: Instant::now(),
-            slots: (0..RING_SECONDS).map(|_| Slot::default()).collect(),
-            reset: Mutex::new(()),
-        }
-    }
-}
-
-impl std::fmt::Debug for Ring {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ring")
-            .field("base", &self.base)
-            .field("seconds", &self.slots.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Ring {
-    fn second(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.base).as_secs()
-    }
-
-    fn slot(&self, sec: u64) -> &Slot {
-        &self.slots[(sec % RING_SECONDS) as usize]
-    }
-
-    /// Runs `f` on the bucket of the second holding `now`, clearing the
-    /// slot first if it still holds an older lap.
-    fn record(&self, now: Instant, f: impl FnOnce(&Counters<AtomicU32>)) {
-        let sec = self.second(now);
-        let want = sec + 1;
-        let slot = self.slot(sec);
-        let epoch = slot.epoch.load(Ordering::Acquire);
-        if epoch == want {
-            return f(&slot.counters);
-        }
-        if epoch > want {
-            // A writer more than RETENTION late: its second has expired.
-            return;
-        }
-        {
-            let _guard = lock(&self.reset);
-            let epoch = slot.epoch.load(Ordering::Acquire);
-            if epoch > want {
-                return;
-            }
-            if epoch < want {
-                // Seqlock write: readers that saw the old epoch notice it
-                // changed; writers that see 0 wait on the lock.
-                slot.epoch.store(0, Ordering::Relaxed);
-                fence(Ordering::Release);
-                slot.counters.clear();
-                slot.epoch.store(want, Ordering::Release);
-            }
-        }
-        f(&slot.counters);
-    }
-
-    /// Adds the bucket of second `sec` to `acc`; false (and `acc`
-    /// untouched) if the slot holds another second.
-    fn read(&self, sec: u64, acc: &mut Acc) -> bool {
-        let want = sec + 1;
-        let slot = self.slot(sec);
-        if slot.epoch.load(Ordering::Acquire) != want {
-            return false;
-        }
-        let mut one = Acc::default();
-        slot.counters.add_to(&mut one);
-        fence(Ordering::Acquire);
-        if slot.epoch.load(Ordering::Relaxed) != want {
-            return false; // recycled while read: that second just expired
-        }
-        acc.add(&one);
-        true
     }
 }
 
@@ -702,7 +576,7 @@ pub struct PgStats {
     export: Histogram,
     sessions_active: AtomicU64,
     codes: Codes,
-    ring: Ring,
+    ring: Ring<Counters<AtomicU32>>,
 }
 
 impl PgStats {
@@ -811,31 +685,20 @@ impl PgStats {
     }
 
     fn window_at(&self, now: Instant, from: Instant, to: Instant) -> PgWindow {
-        let ring = &self.ring;
-        let (from_s, to_s, now_s) = (ring.second(from), ring.second(to), ring.second(now));
-        // The last RING_SECONDS seconds, the current one included.
-        let oldest = (now_s + 1).saturating_sub(RING_SECONDS);
+        let span = self.ring.seconds_for(now, from, to);
         let mut acc = Acc::default();
-        for sec in from_s.max(oldest)..to_s.min(now_s + 1) {
-            ring.read(sec, &mut acc);
-        }
+        self.ring.sum(span.read, &mut acc);
         // Sessions open at the end: those open now, minus the net change
-        // since the window ended.
+        // since the window ended (nothing if it ends in the future).
         let active_now = self.sessions_active.load(Ordering::Relaxed);
-        let sessions_active = if to_s > now_s {
-            Some(active_now)
-        } else if to_s < oldest {
-            None
-        } else {
+        let sessions_active = span.after.map(|after| {
             let mut since = Acc::default();
-            for sec in to_s..=now_s {
-                ring.read(sec, &mut since);
-            }
-            Some((active_now + since.sessions_ended).saturating_sub(since.sessions_started))
-        };
+            self.ring.sum(after, &mut since);
+            (active_now + since.sessions_ended).saturating_sub(since.sessions_started)
+        });
         PgWindow {
-            seconds: to_s.saturating_sub(from_s),
-            truncated: from_s < oldest && from_s < to_s,
+            seconds: span.covered,
+            truncated: span.truncated,
             counts: self.counts(&acc),
             sessions_active,
         }
@@ -901,7 +764,7 @@ mod tests {
     use std::sync::Arc;
 
     fn at(s: &PgStats, secs: f64) -> Instant {
-        s.ring.base + Duration::from_secs_f64(secs)
+        s.ring.base() + Duration::from_secs_f64(secs)
     }
 
     fn ms(n: u64) -> Duration {
@@ -941,10 +804,10 @@ mod tests {
 
     #[test]
     fn ring_costs_what_retention_says() {
-        let slot = std::mem::size_of::<Slot>();
+        let slot = std::mem::size_of::<crate::observe::ring::Slot<Counters<AtomicU32>>>();
         assert!((1200..=1400).contains(&slot), "a bucket is {slot} bytes");
         assert_eq!(RETENTION.as_secs(), RING_SECONDS);
-        assert_eq!(PgStats::default().ring.slots.len() as u64, RING_SECONDS);
+        assert_eq!(PgStats::default().ring.len() as u64, RING_SECONDS);
     }
 
     #[test]
