@@ -80,15 +80,7 @@ pub fn is_experiment(src: &str) -> bool {
 
 /// Reads and validates an experiment file.
 pub fn load_experiment(path: &Path) -> Result<Experiment, ConfigErrors> {
-    let name = path.display().to_string();
-    let src = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: name.clone(),
-            line: 1,
-            col: 1,
-            message: format!("cannot read file: {e}"),
-        }])
-    })?;
+    let (name, src) = super::location::read_source(path)?;
     parse_experiment(&name, &src)
 }
 

@@ -46,6 +46,21 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// Reads an input file: its name as the user gave it (for messages) and
+/// its text. A file that cannot be read is an error at `FILE:1:1`.
+pub fn read_source(path: &std::path::Path) -> Result<(String, String), ConfigErrors> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(src) => Ok((name, src)),
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            file: name,
+            line: 1,
+            col: 1,
+            message: format!("cannot read file: {e}"),
+        }])),
+    }
+}
+
 /// Turns byte offsets into line and column for one source text.
 pub struct Locator<'a> {
     file: &'a str,

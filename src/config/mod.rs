@@ -184,15 +184,7 @@ fn yes() -> bool {
 
 /// Reads and validates a serve config file.
 pub fn load_serve_config(path: &Path) -> Result<ServeConfig, ConfigErrors> {
-    let name = path.display().to_string();
-    let src = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: name.clone(),
-            line: 1,
-            col: 1,
-            message: format!("cannot read file: {e}"),
-        }])
-    })?;
+    let (name, src) = location::read_source(path)?;
     parse_serve_config(&name, &src)
 }
 
