@@ -420,3 +420,32 @@ async fn disabling_the_proxy_closes_its_connections() {
     let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
     assert!(r.is_ok(), "the idle keep-alive connection is closed");
 }
+
+#[tokio::test]
+async fn the_api_sets_request_timeout_on_http_proxies_only() {
+    let api = common::ApiHarness::start(None).await;
+    let upstream = up::start().await;
+    let body = format!(
+        r#"{{"name":"web","listen":"127.0.0.1:0","upstream":"{}","protocol":"http","request_timeout":300}}"#,
+        upstream.addr
+    );
+    let r = common::http::post(api.addr, "/proxies", &body).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let listen = r.json()["listen"].as_str().unwrap().to_string();
+    let c = client();
+    let t = Instant::now();
+    let got = get(&c, &format!("http://{listen}/hang")).await;
+    assert_eq!(got.status, 504);
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    let tcp = format!(
+        r#"{{"name":"tcp","listen":"127.0.0.1:0","upstream":"{}","request_timeout":300}}"#,
+        upstream.addr
+    );
+    let r = common::http::post(api.addr, "/proxies", &tcp).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("http proxies only"), "{}", r.body);
+}

@@ -142,6 +142,10 @@ struct ProxyInput {
     enabled: bool,
     /// shakedown's extension: `"tcp"` (default), `"postgres"` or `"http"`.
     protocol: Protocol,
+    /// Extensions for http proxies, as in the config file:
+    /// `"request_timeout"` (ms) and `"header_faults"`.
+    request_timeout: Option<std::time::Duration>,
+    header_faults: bool,
 }
 
 fn proxy_input(obj: &Map<String, Value>) -> Result<ProxyInput, String> {
@@ -155,12 +159,25 @@ fn proxy_input(obj: &Map<String, Value>) -> Result<ProxyInput, String> {
             ));
         }
     };
+    let request_timeout = json::integer(obj, "request_timeout", "Proxy")?;
+    let header_faults = json::boolean(obj, "header_faults", "Proxy")?;
+    if (request_timeout.is_some() || header_faults.is_some()) && protocol != Protocol::Http {
+        return Err(
+            "request_timeout and header_faults apply to http proxies only (add \"protocol\":\"http\")"
+                .into(),
+        );
+    }
+    if request_timeout == Some(0) {
+        return Err("request_timeout must be above 0 (milliseconds)".into());
+    }
     Ok(ProxyInput {
         name: json::string(obj, "name", "Proxy")?.unwrap_or_default(),
         listen: json::string(obj, "listen", "Proxy")?.unwrap_or_default(),
         upstream: json::string(obj, "upstream", "Proxy")?.unwrap_or_default(),
         enabled: json::boolean(obj, "enabled", "Proxy")?.unwrap_or(true),
         protocol,
+        request_timeout: request_timeout.map(std::time::Duration::from_millis),
+        header_faults: header_faults.unwrap_or(false),
     })
 }
 
@@ -168,6 +185,10 @@ fn proxy_config(input: &ProxyInput) -> ProxyConfig {
     let mut cfg = ProxyConfig::new(&input.name, &input.listen, &input.upstream);
     cfg.enabled = input.enabled;
     cfg.protocol = input.protocol;
+    if let Some(t) = input.request_timeout {
+        cfg.request_timeout = t;
+    }
+    cfg.header_faults = input.header_faults;
     cfg
 }
 

@@ -204,6 +204,10 @@ impl Handle {
                 if t.protocol != Protocol::Tcp {
                     body["protocol"] = json!(t.protocol.as_str());
                 }
+                if t.protocol == Protocol::Http {
+                    body["request_timeout"] = json!(t.request_timeout.as_millis() as u64);
+                    body["header_faults"] = json!(t.header_faults);
+                }
                 api.call(Method::POST, &["proxies"], Some(&body))
                     .await
                     .map_err(|e| format!("target `{}` on agent {agent}: {e}", t.name))?;
