@@ -29,6 +29,8 @@ use super::spec::{Experiment, Metric, Phase, PlannedFault};
 use super::target::Handle;
 use crate::api::{ApiState, Secret};
 use crate::registry::Registry;
+use crate::report::prom;
+use crate::{EXIT_BAD_INPUT, EXIT_INTERNAL};
 
 /// How `run` was asked to behave.
 #[derive(Clone, Debug, Default)]
@@ -50,11 +52,6 @@ pub struct Options {
     pub api_linger: Option<Duration>,
 }
 
-/// Exit code for bad input.
-pub const EXIT_BAD_INPUT: i32 = 64;
-/// Exit code for an internal error.
-pub const EXIT_INTERNAL: i32 = 70;
-
 /// Runs the experiment in `path` and returns the process exit code.
 pub async fn run_file(path: &Path, opts: Options) -> i32 {
     let exp = match crate::config::experiment::load_experiment(path) {
@@ -73,7 +70,7 @@ pub async fn run_file(path: &Path, opts: Options) -> i32 {
         return 0;
     }
     let interrupt = CancellationToken::new();
-    tokio::spawn(signals(interrupt.clone()));
+    tokio::spawn(crate::server::cancel_on_signal(interrupt.clone()));
     let result = match run(&exp, &opts, interrupt).await {
         Ok(r) => r,
         Err(e) => {
@@ -104,21 +101,6 @@ pub async fn run_file(path: &Path, opts: Options) -> i32 {
         }
     }
     result.verdict.exit_code()
-}
-
-async fn signals(token: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return;
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
-    token.cancel();
 }
 
 /// A fault's place on the timeline, from the start of the run.
@@ -257,12 +239,6 @@ fn kind_name(k: &super::spec::LoadKind) -> &'static str {
     }
 }
 
-/// Where the data of a source comes from.
-enum Source<'a> {
-    Recorded(&'a Arc<Recorder>, &'static str),
-    Target(&'a Handle),
-}
-
 struct Run<'a> {
     exp: &'a Experiment,
     t0: Instant,
@@ -303,83 +279,44 @@ impl Run<'_> {
         });
     }
 
-    fn source(&self, name: &str) -> Option<Source<'_>> {
-        if let Some((r, kind)) = self.recorders.get(name) {
-            return Some(Source::Recorded(r, kind));
+    /// What a source did over `[from, to)`, and its kind (`load`,
+    /// `probe`, `target`); `None` for a source with no observations (a
+    /// tcp or remote target).
+    fn window(&self, source: &str, from: Instant, to: Instant) -> Option<(Summary, &'static str)> {
+        if let Some((r, kind)) = self.recorders.get(source) {
+            return Some((r.summary(from, to), kind));
         }
-        self.targets.get(name).map(Source::Target)
+        let observed = self.targets.get(source)?.observed(from, to)?;
+        Some((observed, "target"))
     }
 
     /// A metric of a source over `[from, to)`.
     fn metric(&self, source: &str, m: Metric, from: Instant, to: Instant) -> Option<f64> {
-        match self.source(source)? {
-            Source::Recorded(r, _) => r.summary(from, to).metric(m),
-            Source::Target(h) => h.observed(from, to)?.metric(m),
-        }
+        self.window(source, from, to)?.0.metric(m)
     }
 
     fn summary(&self, source: &str, phase: Phase, from: Instant, to: Instant) -> SourceSummary {
-        match self.source(source) {
-            Some(Source::Recorded(r, kind)) => {
-                let s: Summary = r.summary(from, to);
-                SourceSummary {
-                    source: source.to_string(),
-                    kind: kind.to_string(),
-                    phase,
-                    ops: s.ops,
-                    errors: s.errors,
-                    // Successful operations per second, as the SLO metric.
-                    throughput: s.metric(Metric::Throughput).unwrap_or(0.0),
-                    p50: s.p50,
-                    p95: s.p95,
-                    p99: s.p99,
-                    max: s.max,
-                    value: s.value,
-                    errors_by_class: s
-                        .errors_by_class
-                        .iter()
-                        .map(|(class, count)| ErrorClass {
-                            class: class.clone(),
-                            count: *count,
-                        })
-                        .collect(),
-                }
-            }
-            Some(Source::Target(h)) => {
-                let o = h.observed(from, to).unwrap_or_default();
-                SourceSummary {
-                    source: source.to_string(),
-                    kind: "target".into(),
-                    phase,
-                    ops: o.ops,
-                    errors: o.failed,
-                    throughput: o.metric(Metric::Throughput).unwrap_or(0.0),
-                    p50: o.latency.p50_seconds,
-                    p95: o.latency.p95_seconds,
-                    p99: o.latency.p99_seconds,
-                    max: o.latency.max_seconds,
-                    value: None,
-                    errors_by_class: o
-                        .errors
-                        .into_iter()
-                        .map(|(class, count)| ErrorClass { class, count })
-                        .collect(),
-                }
-            }
-            None => SourceSummary {
-                source: source.to_string(),
-                kind: "unknown".into(),
-                phase,
-                ops: 0,
-                errors: 0,
-                throughput: 0.0,
-                p50: None,
-                p95: None,
-                p99: None,
-                max: None,
-                value: None,
-                errors_by_class: Vec::new(),
-            },
+        let (s, kind) = self
+            .window(source, from, to)
+            .unwrap_or((Summary::default(), "target"));
+        SourceSummary {
+            source: source.to_string(),
+            kind: kind.to_string(),
+            phase,
+            ops: s.ops,
+            errors: s.errors,
+            // Successful operations per second, as the SLO metric.
+            throughput: s.metric(Metric::Throughput).unwrap_or(0.0),
+            p50: s.p50,
+            p95: s.p95,
+            p99: s.p99,
+            max: s.max,
+            value: s.value,
+            errors_by_class: s
+                .errors_by_class
+                .into_iter()
+                .map(|(class, count)| ErrorClass { class, count })
+                .collect(),
         }
     }
 
@@ -490,63 +427,58 @@ impl Run<'_> {
     /// The run so far as Prometheus text: phase, time, faults active, and
     /// every SLO's value over the current phase up to now.
     fn live_metrics(&self, now: Instant) -> String {
-        use std::fmt::Write as _;
-        let exp = label(&self.exp.name);
-        let mut out = String::new();
-        let family = |out: &mut String, name: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-        };
-        family(
-            &mut out,
+        let reg = prometheus::Registry::new();
+        match self.live_families(&reg, now) {
+            Ok(()) => prom::encode(&reg),
+            Err(e) => format!("# shakedown: cannot encode the run's live metrics: {e}\n"),
+        }
+    }
+
+    fn live_families(&self, reg: &prometheus::Registry, now: Instant) -> prometheus::Result<()> {
+        let exp = self.exp.name.as_str();
+        let (phase, since) = self.phase;
+        let phases = prom::gauge(
+            reg,
             "shakedown_experiment_phase",
             "1 for the phase the running experiment is in, 0 for the others.",
-        );
-        let (phase, since) = self.phase;
+            &["experiment", "phase"],
+        )?;
         for p in Phase::ALL {
-            let _ = writeln!(
-                out,
-                "shakedown_experiment_phase{{experiment=\"{exp}\",phase=\"{}\"}} {}",
-                p.as_str(),
-                u8::from(p == phase)
-            );
+            prom::set(&phases, &[exp, p.as_str()], f64::from(u8::from(p == phase)))?;
         }
-        family(
-            &mut out,
+        let elapsed = prom::gauge(
+            reg,
             "shakedown_experiment_elapsed_seconds",
             "Seconds since the running experiment started.",
-        );
-        let _ = writeln!(
-            out,
-            "shakedown_experiment_elapsed_seconds{{experiment=\"{exp}\"}} {}",
-            now.duration_since(self.t0).as_secs_f64()
-        );
-        family(
-            &mut out,
+            &["experiment"],
+        )?;
+        prom::set(&elapsed, &[exp], now.duration_since(self.t0).as_secs_f64())?;
+        let active = prom::gauge(
+            reg,
             "shakedown_experiment_faults_active",
             "Faults the running experiment has applied and not yet removed.",
-        );
-        let _ = writeln!(
-            out,
-            "shakedown_experiment_faults_active{{experiment=\"{exp}\"}} {}",
-            self.applied.len()
-        );
-        family(
-            &mut out,
+            &["experiment"],
+        )?;
+        prom::set(&active, &[exp], self.applied.len() as f64)?;
+        let slo_labels = ["experiment", "slo", "phase"];
+        let value = prom::gauge(
+            reg,
             "shakedown_experiment_live_slo_value",
             "Each SLO's value over the current phase so far (latencies in seconds).",
-        );
-        let mut passed = Vec::new();
+            &slo_labels,
+        )?;
+        let passed = prom::gauge(
+            reg,
+            "shakedown_experiment_live_slo_passed",
+            "1 while an SLO's absolute bounds hold over the current phase so far, else 0.",
+            &slo_labels,
+        )?;
         for slo in self.exp.slos.iter().filter(|s| s.phases.contains(&phase)) {
             let Some(v) = self.metric(&slo.source, slo.metric, since, now) else {
                 continue;
             };
-            let _ = writeln!(
-                out,
-                "shakedown_experiment_live_slo_value{{experiment=\"{exp}\",slo=\"{}\",phase=\"{}\"}} {v}",
-                label(&slo.name),
-                phase.as_str()
-            );
+            let labels = [exp, slo.name.as_str(), phase.as_str()];
+            prom::set(&value, &labels, v)?;
             let absolute: Vec<_> = slo
                 .bounds
                 .iter()
@@ -554,32 +486,11 @@ impl Run<'_> {
                 .filter(|b| matches!(b, super::spec::Bound::Max(_) | super::spec::Bound::Min(_)))
                 .collect();
             if let Some(ok) = checker::holds(&absolute, Some(v), None) {
-                passed.push((slo.name.as_str(), ok));
+                prom::set(&passed, &labels, f64::from(u8::from(ok)))?;
             }
         }
-        family(
-            &mut out,
-            "shakedown_experiment_live_slo_passed",
-            "1 while an SLO's absolute bounds hold over the current phase so far, else 0.",
-        );
-        for (name, ok) in passed {
-            let _ = writeln!(
-                out,
-                "shakedown_experiment_live_slo_passed{{experiment=\"{exp}\",slo=\"{}\",phase=\"{}\"}} {}",
-                label(name),
-                phase.as_str(),
-                u8::from(ok)
-            );
-        }
-        out
+        Ok(())
     }
-}
-
-/// Escapes a Prometheus label value.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Why waiting stopped early.
@@ -858,22 +769,30 @@ pub async fn run(
             .filter(|(_, from, to)| to > from)
             .map(|(_, from, to)| (*from, *to))
     };
+    // Each SLO's baseline value, once: ratio bounds compare with it in
+    // every phase and at every second of the recovery scan.
+    let baselines: Vec<Option<f64>> = exp
+        .slos
+        .iter()
+        .map(|slo| {
+            reached(Phase::Baseline).and_then(|(f, t)| run.metric(&slo.source, slo.metric, f, t))
+        })
+        .collect();
     let mut slos: Vec<SloResult> = Vec::new();
-    for slo in &exp.slos {
-        let baseline =
-            reached(Phase::Baseline).and_then(|(f, t)| run.metric(&slo.source, slo.metric, f, t));
+    for (slo, baseline) in exp.slos.iter().zip(&baselines) {
         for phase in &slo.phases {
             let Some((from, to)) = reached(*phase) else {
                 continue;
             };
             let v = run.metric(&slo.source, slo.metric, from, to);
-            slos.push(checker::check(slo, *phase, v, baseline));
+            slos.push(checker::check(slo, *phase, v, *baseline));
         }
     }
     let recovery_slos: Vec<_> = exp
         .slos
         .iter()
-        .filter(|s| s.phases.contains(&Phase::Recovery))
+        .zip(&baselines)
+        .filter(|(s, _)| s.phases.contains(&Phase::Recovery))
         .collect();
     let mut recovery_seconds = None;
     if aborted.is_none()
@@ -884,11 +803,9 @@ pub async fn run(
         let last = (to - from).as_secs().saturating_sub(1);
         recovery_seconds = checker::recovery_time(last, |s| {
             let start = from + Duration::from_secs(s);
-            recovery_slos.iter().all(|slo| {
-                let baseline = reached(Phase::Baseline)
-                    .and_then(|(f, t)| run.metric(&slo.source, slo.metric, f, t));
+            recovery_slos.iter().all(|(slo, baseline)| {
                 let v = run.metric(&slo.source, slo.metric, start, to);
-                checker::holds(&slo.bounds, v, baseline) == Some(true)
+                checker::holds(&slo.bounds, v, **baseline) == Some(true)
             })
         })
         .map(|s| s as f64);

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::spec::Metric;
+use super::recorder::Summary;
 use super::spec::Target;
 use crate::config::{Protocol, ProxyConfig};
 use crate::ctl::{Api, ApiToken};
@@ -36,90 +36,59 @@ const LEASE_RENEW: Duration = Duration::from_secs(2);
 /// Just under the stores' one-second resolution: see [`Handle::observed`].
 const WINDOW_SKIP: Duration = Duration::from_millis(999);
 
-/// A target's own observations over a window, the same for every
-/// protocol: operations are queries (postgres) or requests (http).
-#[derive(Clone, Debug, Default)]
-pub struct Observed {
-    /// Queries or requests answered.
-    pub ops: u64,
-    /// Of those, failed: an ErrorResponse to a query (not the FATALs that
-    /// refuse sessions at startup); a 5xx, a 502/504 of the proxy's own, or
-    /// a response cut by a reset.
-    pub failed: u64,
-    /// Whole seconds the window covers.
-    pub seconds: u64,
-    /// Query time (frame to ReadyForQuery) or time to response headers.
-    pub latency: LatencySummary,
-    /// Failures by class, most frequent first.
-    pub errors: Vec<(String, u64)>,
+/// A target's own observations over a window, as the same [`Summary`] a
+/// load or probe gives (so SLOs read every source alike): operations are
+/// queries (postgres) or requests (http); failed ones are an ErrorResponse
+/// to a query (not the FATALs that refuse sessions at startup), or a 5xx,
+/// a 502/504 of the proxy's own, or a response cut by a reset.
+fn summary(
+    ops: u64,
+    failed: u64,
+    seconds: u64,
+    latency: &LatencySummary,
+    mut errors: Vec<(String, u64)>,
+) -> Summary {
+    errors.retain(|(_, n)| *n > 0);
+    errors.sort_by_key(|e| std::cmp::Reverse(e.1));
+    Summary {
+        ops,
+        errors: failed.min(ops),
+        p50: latency.p50_seconds,
+        p95: latency.p95_seconds,
+        p99: latency.p99_seconds,
+        max: latency.max_seconds,
+        seconds: seconds as f64,
+        errors_by_class: errors,
+        ..Summary::default()
+    }
 }
 
-impl Observed {
-    fn from_pg(w: &PgWindow) -> Self {
-        let c = &w.counts;
-        let failed = c
-            .errors
-            .total()
-            .saturating_sub(c.sessions_rejected.total())
-            .min(c.queries_total);
-        let mut errors: Vec<(String, u64)> = c
-            .errors_by_sqlstate
-            .iter()
-            .map(|e| {
-                (
-                    format!("sqlstate {} ({})", e.sqlstate, e.source.as_str()),
-                    e.count,
-                )
-            })
-            .collect();
-        errors.sort_by_key(|e| std::cmp::Reverse(e.1));
-        Self {
-            ops: c.queries_total,
-            failed,
-            seconds: w.seconds,
-            latency: c.latency.clone(),
-            errors,
-        }
-    }
-
-    fn from_http(w: &HttpWindow) -> Self {
-        let c = &w.counts;
-        let class = |k: &str| c.by_class.get(k).copied().unwrap_or(0);
-        let mut errors: Vec<(String, u64)> = [
-            ("status 5xx".to_string(), class("5xx")),
-            ("proxy 502/504".to_string(), class("error")),
-            ("injected".to_string(), class("injected")),
-            ("reset".to_string(), c.resets),
-        ]
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
+fn pg_summary(w: &PgWindow) -> Summary {
+    let c = &w.counts;
+    let failed = c.errors.total().saturating_sub(c.sessions_rejected.total());
+    let errors = c
+        .errors_by_sqlstate
+        .iter()
+        .map(|e| {
+            (
+                format!("sqlstate {} ({})", e.sqlstate, e.source.as_str()),
+                e.count,
+            )
+        })
         .collect();
-        errors.sort_by_key(|e| std::cmp::Reverse(e.1));
-        Self {
-            ops: c.requests,
-            failed: c.errors.min(c.requests),
-            seconds: w.seconds,
-            latency: c.latency.clone(),
-            errors,
-        }
-    }
+    summary(c.queries_total, failed, w.seconds, &c.latency, errors)
+}
 
-    /// The SLO metric, as for loads; `None` without data.
-    pub fn metric(&self, m: Metric) -> Option<f64> {
-        let n = self.ops;
-        let secs = self.seconds as f64;
-        match m {
-            Metric::LatencyP50 => self.latency.p50_seconds,
-            Metric::LatencyP95 => self.latency.p95_seconds,
-            Metric::LatencyP99 => self.latency.p99_seconds,
-            Metric::LatencyMax => self.latency.max_seconds,
-            Metric::ErrorRate if n > 0 => Some(self.failed as f64 / n as f64),
-            Metric::Availability if n > 0 => Some(1.0 - self.failed as f64 / n as f64),
-            // Answered without an error, per second.
-            Metric::Throughput if secs > 0.0 && n > 0 => Some((n - self.failed) as f64 / secs),
-            _ => None,
-        }
-    }
+fn http_summary(w: &HttpWindow) -> Summary {
+    let c = &w.counts;
+    let class = |k: &str| c.by_class.get(k).copied().unwrap_or(0);
+    let errors = vec![
+        ("status 5xx".to_string(), class("5xx")),
+        ("proxy 502/504".to_string(), class("error")),
+        ("injected".to_string(), class("injected")),
+        ("reset".to_string(), c.resets),
+    ];
+    summary(c.requests, c.errors, w.seconds, &c.latency, errors)
 }
 
 /// The agents' API token, from `SHAKEDOWN_API_TOKEN`.
@@ -315,17 +284,15 @@ impl Handle {
     /// `from` (the end of the previous phase). So the window starts at the
     /// first second wholly inside it: up to a second is left out, but
     /// nothing of a neighbouring phase is counted in.
-    pub fn observed(&self, from: Instant, to: Instant) -> Option<Observed> {
+    pub fn observed(&self, from: Instant, to: Instant) -> Option<Summary> {
         let Handle::Local(p) = self else {
             return None;
         };
         let from = (from + WINDOW_SKIP).min(to).into_std();
         let to = to.into_std();
         match p.info().protocol {
-            Protocol::Postgres => Some(Observed::from_pg(&p.pg_stats().window(from, to))),
-            Protocol::Http => p
-                .http_stats()
-                .map(|h| Observed::from_http(&h.window(from, to))),
+            Protocol::Postgres => Some(pg_summary(&p.pg_stats().window(from, to))),
+            Protocol::Http => p.http_stats().map(|h| http_summary(&h.window(from, to))),
             Protocol::Tcp => None,
         }
     }

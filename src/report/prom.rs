@@ -17,14 +17,19 @@ use prometheus::{GaugeVec, Opts, Registry, TextEncoder};
 use crate::experiment::result::RunResult;
 
 /// Registers a gauge family and returns it.
-fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<GaugeVec> {
+pub(crate) fn gauge(
+    reg: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<GaugeVec> {
     let g = GaugeVec::new(Opts::new(name, help), labels)?;
     reg.register(Box::new(g.clone()))?;
     Ok(g)
 }
 
 /// Sets one series.
-fn set(g: &GaugeVec, labels: &[&str], v: f64) -> prometheus::Result<()> {
+pub(crate) fn set(g: &GaugeVec, labels: &[&str], v: f64) -> prometheus::Result<()> {
     g.get_metric_with_label_values(labels)?.set(v);
     Ok(())
 }
@@ -129,6 +134,14 @@ pub fn text(r: &RunResult) -> String {
         Ok(s) => s,
         Err(e) => format!("# shakedown: cannot encode the run's metrics: {e}\n"),
     }
+}
+
+/// The families registered in `reg`, as Prometheus text (the runner's live
+/// figures are built with [`gauge`] and [`set`] too).
+pub(crate) fn encode(reg: &Registry) -> String {
+    TextEncoder::new()
+        .encode_to_string(&reg.gather())
+        .unwrap_or_else(|e| format!("# shakedown: cannot encode metrics: {e}\n"))
 }
 
 #[cfg(test)]
