@@ -137,36 +137,16 @@ pub enum Fault {
     HttpReset(HttpReset),
 }
 
-/// Attribute names of the PostgreSQL faults: their own, then the matching
-/// ones.
+/// The matching attributes every PostgreSQL fault takes after its own.
 const PG_MATCH: &[&str] = query::MATCH_ATTRIBUTES;
 
-const fn with_match<const N: usize, const M: usize>(own: [&'static str; N]) -> [&'static str; M] {
-    let mut out = [""; M];
-    let mut i = 0;
-    while i < N {
-        out[i] = own[i];
-        i += 1;
-    }
-    let mut j = 0;
-    while j < PG_MATCH.len() {
-        out[N + j] = PG_MATCH[j];
-        j += 1;
-    }
-    out
-}
-
-const QUERY_LATENCY_ATTRS: [&str; 9] = with_match(["latency", "jitter"]);
-const QUERY_ERROR_ATTRS: [&str; 12] =
-    with_match(["sqlstate", "message", "severity", "detail", "hint"]);
-const TERMINATE_ATTRS: [&str; 9] = with_match(["when", "after_queries"]);
-const REJECT_ATTRS: [&str; 9] = with_match(["sqlstate", "message"]);
-const STARTUP_LATENCY_ATTRS: [&str; 9] = with_match(["latency", "jitter"]);
-
-/// `own` followed by the HTTP matching attributes.
-const fn with_http_match<const N: usize, const M: usize>(
+/// `own` followed by a protocol's matching attributes (`tail`), as one
+/// array; the length `M` must be exactly both (checked at compile time).
+const fn with_match<const N: usize, const M: usize>(
     own: [&'static str; N],
+    tail: &[&'static str],
 ) -> [&'static str; M] {
+    assert!(N + tail.len() == M, "attribute array of the wrong length");
     let mut out = [""; M];
     let mut i = 0;
     while i < N {
@@ -174,17 +154,28 @@ const fn with_http_match<const N: usize, const M: usize>(
         i += 1;
     }
     let mut j = 0;
-    while j < http::MATCH_ATTRIBUTES.len() {
-        out[N + j] = http::MATCH_ATTRIBUTES[j];
+    while j < tail.len() {
+        out[N + j] = tail[j];
         j += 1;
     }
     out
 }
 
-const HTTP_ABORT_ATTRS: [&str; 8] = with_http_match(["status", "body", "headers"]);
-const HTTP_LATENCY_ATTRS: [&str; 8] = with_http_match(["latency", "jitter", "on"]);
-const HTTP_THROTTLE_ATTRS: [&str; 6] = with_http_match(["rate"]);
-const HTTP_RESET_ATTRS: [&str; 6] = with_http_match(["after_bytes"]);
+const QUERY_LATENCY_ATTRS: [&str; 9] = with_match(["latency", "jitter"], PG_MATCH);
+const QUERY_ERROR_ATTRS: [&str; 12] = with_match(
+    ["sqlstate", "message", "severity", "detail", "hint"],
+    PG_MATCH,
+);
+const TERMINATE_ATTRS: [&str; 9] = with_match(["when", "after_queries"], PG_MATCH);
+const REJECT_ATTRS: [&str; 9] = with_match(["sqlstate", "message"], PG_MATCH);
+const STARTUP_LATENCY_ATTRS: [&str; 9] = with_match(["latency", "jitter"], PG_MATCH);
+
+const HTTP_ABORT_ATTRS: [&str; 8] =
+    with_match(["status", "body", "headers"], http::MATCH_ATTRIBUTES);
+const HTTP_LATENCY_ATTRS: [&str; 8] =
+    with_match(["latency", "jitter", "on"], http::MATCH_ATTRIBUTES);
+const HTTP_THROTTLE_ATTRS: [&str; 6] = with_match(["rate"], http::MATCH_ATTRIBUTES);
+const HTTP_RESET_ATTRS: [&str; 6] = with_match(["after_bytes"], http::MATCH_ATTRIBUTES);
 
 /// Every fault kind's name with its attribute names, for validation and docs.
 pub const KINDS: &[(&str, &[&str])] = &[
