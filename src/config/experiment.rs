@@ -185,6 +185,14 @@ impl<'a> Table<'a> {
         }
     }
 
+    /// The table's required `name`; messages then name the table by it
+    /// (`[[load]] \`orders\``).
+    fn name(&mut self, cx: &mut Cx<'_>) -> Option<Spanned<String>> {
+        let n = self.string(cx, "name", true)?;
+        self.what = format!("{} `{}`", self.what, n.get_ref());
+        Some(n)
+    }
+
     /// An `http://` URL.
     fn url(
         &mut self,
@@ -389,10 +397,7 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
     let mut listens: HashMap<String, String> = HashMap::new();
     for raw_t in &raw.target {
         let mut t = Table::new(raw_t, "[[target]]");
-        let name = t.string(cx, "name", true);
-        if let Some(n) = &name {
-            t.what = format!("[[target]] `{}`", n.get_ref());
-        }
+        let name = t.name(cx);
         let protocol = match t.get("protocol") {
             None => Some(Protocol::Tcp),
             Some(v) => match v.get_ref().as_str() {
@@ -500,9 +505,8 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
     let mut loads = Vec::new();
     for raw_l in &raw.load {
         let mut t = Table::new(raw_l, "[[load]]");
-        let name = t.string(cx, "name", true);
+        let name = t.name(cx);
         if let Some(n) = &name {
-            t.what = format!("[[load]] `{}`", n.get_ref());
             name_taken(cx, n, SourceKind::Load);
         }
         let kind = t.string(cx, "kind", true);
@@ -610,9 +614,8 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
     let mut probes = Vec::new();
     for raw_p in &raw.probe {
         let mut t = Table::new(raw_p, "[[probe]]");
-        let name = t.string(cx, "name", true);
+        let name = t.name(cx);
         if let Some(n) = &name {
-            t.what = format!("[[probe]] `{}`", n.get_ref());
             name_taken(cx, n, SourceKind::Probe);
         }
         let kind = t.string(cx, "kind", true);
@@ -856,12 +859,11 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
     let mut slo_names: HashMap<String, ()> = HashMap::new();
     for raw_s in &raw.slo {
         let mut t = Table::new(raw_s, "[[slo]]");
-        let name = t.string(cx, "name", true);
-        if let Some(n) = &name {
-            t.what = format!("[[slo]] `{}`", n.get_ref());
-            if slo_names.insert(n.get_ref().clone(), ()).is_some() {
-                cx.err(n.span(), format!("duplicate SLO name `{}`", n.get_ref()));
-            }
+        let name = t.name(cx);
+        if let Some(n) = &name
+            && slo_names.insert(n.get_ref().clone(), ()).is_some()
+        {
+            cx.err(n.span(), format!("duplicate SLO name `{}`", n.get_ref()));
         }
         let source = t.string(cx, "source", true);
         let metric = read_metric(cx, &mut t);
