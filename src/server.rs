@@ -60,15 +60,19 @@ pub async fn run(
         proxies = config.proxies.len(),
         "starting shakedown"
     );
-    let api_listener = TcpListener::bind((opts.api_host.as_str(), opts.api_port))
-        .await
-        .with_context(|| {
-            format!(
+    // Proxies first, then the API, as Toxiproxy does: a client that sees
+    // the API port open finds every configured proxy listening.
+    let registry = start(&config, opts.seed, shutdown.clone())?;
+    let api_listener = match TcpListener::bind((opts.api_host.as_str(), opts.api_port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            registry.shutdown();
+            return Err(anyhow::Error::new(e).context(format!(
                 "control API: cannot listen on {}:{}",
                 opts.api_host, opts.api_port
-            )
-        })?;
-    let registry = start(&config, opts.seed, shutdown.clone())?;
+            )));
+        }
+    };
     let state = ApiState::new(registry.clone(), opts.api_token.map(Secret::new));
     let api_task = tokio::spawn(api::serve(api_listener, state, shutdown.clone()));
     shutdown.cancelled().await;
