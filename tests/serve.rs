@@ -1,5 +1,5 @@
-//! The real binary: `serve` starts from a config, relays, survives running
-//! out of file descriptors, and shuts down cleanly on SIGTERM.
+//! The real binary: `serve` starts from a config, relays, holds clients past
+//! its descriptor limit in the backlog instead of resetting them, and shuts down cleanly on SIGTERM.
 
 mod common;
 
@@ -13,15 +13,18 @@ use common::{connect, echo_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Server {
-    child: Child,
+    child: Killed,
     lines: mpsc::Receiver<String>,
     _dir: TempDir,
 }
 
-impl Drop for Server {
+/// A child process killed and reaped on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -63,6 +66,7 @@ fn serve(upstream: SocketAddr, nofile: Option<u32>) -> (Server, SocketAddr) {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    let child = Killed(child);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -109,12 +113,12 @@ async fn serve_relays_and_stops_cleanly_on_sigterm() {
     echo_once(addr, b"through the binary").await;
     let mut open = connect(addr).await;
 
-    let pid = server.child.id() as i32;
+    let pid = server.child.0.id() as i32;
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let t = Instant::now();
     let status = loop {
-        if let Some(s) = server.child.try_wait().unwrap() {
+        if let Some(s) = server.child.0.try_wait().unwrap() {
             break s;
         }
         assert!(
@@ -137,24 +141,37 @@ async fn serve_relays_and_stops_cleanly_on_sigterm() {
 }
 
 #[tokio::test]
-async fn accept_loop_survives_running_out_of_file_descriptors() {
+async fn clients_past_the_descriptor_limit_wait_and_are_served_not_reset() {
     let echo = echo_server().await;
+    // 48 descriptors: 14 connection slots (see proxy::slots::capacity).
     let (server, addr) = serve(echo, Some(48));
     // Hold far more connections than the limit allows (two fds each).
     let mut held = Vec::new();
     for _ in 0..60 {
         held.push(connect(addr).await);
     }
-    // Some are served; the rest wait in the backlog while accept backs off.
+    // One more, past the limit, that has already sent its bytes.
+    let mut waiter = connect(addr).await;
+    waiter.write_all(b"waited in the backlog").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(held);
-    // Once descriptors are free again, new clients are served.
-    echo_once(addr, b"still accepting").await;
     let log: Vec<String> = server.lines.try_iter().collect();
     assert!(
-        log.iter().any(|l| l.contains("out of resources")),
-        "EMFILE was never hit; raise the connection count. Log: {log:?}"
+        log.iter().any(|l| l.contains("connection limit reached")),
+        "the slot limit was never reached; raise the connection count. Log: {log:?}"
     );
+    assert!(
+        !log.iter().any(|l| l.contains("unable to open connection")),
+        "a client was accepted without a descriptor for its upstream: {log:?}"
+    );
+    drop(held);
+    // Served in order as slots free up: echoed, not reset.
+    let mut buf = [0u8; 21];
+    tokio::time::timeout(Duration::from_secs(10), waiter.read_exact(&mut buf))
+        .await
+        .expect("the waiting client is served")
+        .expect("the waiting client is not reset");
+    assert_eq!(&buf, b"waited in the backlog");
+    echo_once(addr, b"still accepting").await;
 }
 
 #[tokio::test]
@@ -182,7 +199,7 @@ async fn starts_unchanged_from_a_toxiproxy_server_command_line() {
     )
     .unwrap();
     // Exactly as a toxiproxy-server launch script passes them.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shakedown"))
+    let child = Command::new(env!("CARGO_BIN_EXE_shakedown"))
         .arg("-host=127.0.0.1")
         .arg(format!("-port={api_port}"))
         .arg(format!("-config={}", json.display()))
@@ -190,6 +207,8 @@ async fn starts_unchanged_from_a_toxiproxy_server_command_line() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Killed however the test ends, so a failure leaves no server behind.
+    let _child = Killed(child);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let t = Instant::now();
     while tokio::net::TcpStream::connect(("127.0.0.1", api_port))
@@ -206,6 +225,4 @@ async fn starts_unchanged_from_a_toxiproxy_server_command_line() {
     )
     .await;
     assert_eq!(r.status, 200);
-    let _ = child.kill();
-    let _ = child.wait();
 }

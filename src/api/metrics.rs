@@ -178,6 +178,18 @@ pub fn gather(registry: &Registry) -> Vec<MetricFamily> {
         "Times a fault took effect on a connection direction (or refused a connection), by kind.",
         COUNTER,
     );
+    let mut slots_limit = Family::new(
+        "shakedown_connection_slots",
+        "Connections all proxies may hold at once, sized from the open-file limit.",
+        GAUGE,
+    );
+    slots_limit.gauge(&[], crate::proxy::slots::total() as f64);
+    let mut slots_used = Family::new(
+        "shakedown_connection_slots_in_use",
+        "Connection slots held now by open client connections.",
+        GAUGE,
+    );
+    slots_used.gauge(&[], crate::proxy::slots::in_use() as f64);
 
     for proxy in registry.list() {
         let info = proxy.info();
@@ -225,6 +237,8 @@ pub fn gather(registry: &Registry) -> Vec<MetricFamily> {
         enabled,
         faults_active,
         activations,
+        slots_limit,
+        slots_used,
         received,
         sent,
     ]

@@ -8,6 +8,7 @@
 
 pub mod pump;
 pub mod session;
+pub mod slots;
 pub mod splice;
 
 use std::io;
@@ -149,10 +150,45 @@ pub fn bind(listen: &str) -> io::Result<TcpListener> {
     let std_listener = match listen.rsplit_once(':') {
         Some(("" | "0.0.0.0", port)) => bind_any(port)?,
         None if listen.is_empty() => bind_any("0")?,
-        _ => std::net::TcpListener::bind(listen)?,
+        _ => bind_resolved(listen)?,
     };
     std_listener.set_nonblocking(true)?;
     TcpListener::from_std(std_listener)
+}
+
+/// The listen backlog asked for; the kernel caps it at
+/// `net.core.somaxconn`, which is what Go's listeners (and so Toxiproxy's)
+/// use. Clients past the connection slots wait here.
+const LISTEN_BACKLOG: i32 = 4096;
+
+fn listen_socket(addr: SocketAddr, dual_stack: bool) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if dual_stack {
+        s.set_only_v6(false)?;
+    }
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(LISTEN_BACKLOG)?;
+    Ok(s.into())
+}
+
+/// Binds the first address `listen` resolves to that can be bound.
+fn bind_resolved(listen: &str) -> io::Result<std::net::TcpListener> {
+    use std::net::ToSocketAddrs;
+    let mut last = None;
+    for addr in listen.to_socket_addrs()? {
+        match listen_socket(addr, false) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{listen:?} resolves to no address"),
+        )
+    }))
 }
 
 fn bind_any(port: &str) -> io::Result<std::net::TcpListener> {
@@ -162,20 +198,11 @@ fn bind_any(port: &str) -> io::Result<std::net::TcpListener> {
             format!("invalid port {port:?}"),
         )
     })?;
-    let dual = || -> io::Result<std::net::TcpListener> {
-        use socket2::{Domain, Socket, Type};
-        let s = Socket::new(Domain::IPV6, Type::STREAM, None)?;
-        s.set_only_v6(false)?;
-        s.set_reuse_address(true)?;
-        s.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)).into())?;
-        s.listen(1024)?;
-        Ok(s.into())
-    };
-    match dual() {
+    match listen_socket((std::net::Ipv6Addr::UNSPECIFIED, port).into(), true) {
         Ok(l) => Ok(l),
         // No IPv6 on this host: every IPv4 interface.
         Err(e) if e.kind() != io::ErrorKind::AddrInUse => {
-            std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port))
+            listen_socket((std::net::Ipv4Addr::UNSPECIFIED, port).into(), false)
         }
         Err(e) => Err(e),
     }
@@ -216,8 +243,28 @@ async fn accept_loop(
         };
         match accepted {
             Ok((socket, peer)) => {
+                // A slot before the upstream socket is made: with none free,
+                // this client waits here and the rest in the listen backlog.
+                let slot = match slots::try_take() {
+                    Some(slot) => slot,
+                    None => {
+                        warn!(
+                            proxy = %proxy.name,
+                            limit = slots::total(),
+                            "connection limit reached (sized from the open-file limit); new clients wait in the listen backlog"
+                        );
+                        tokio::select! {
+                            _ = token.cancelled() => break,
+                            slot = slots::take() => slot,
+                        }
+                    }
+                };
                 let id = proxy.next_conn();
-                tracker.spawn(session::run(socket, peer, proxy.clone(), id, token.clone()));
+                let session = session::run(socket, peer, proxy.clone(), id, token.clone());
+                tracker.spawn(async move {
+                    session.await;
+                    drop(slot);
+                });
             }
             Err(e) if is_exhaustion(&e) => {
                 warn!(proxy = %proxy.name, error = %e, "accept failed: out of resources; backing off");
