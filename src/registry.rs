@@ -398,7 +398,7 @@ impl Proxy {
 
     fn stop(&self, st: &mut ProxyState) {
         if let Some(running) = st.running.take() {
-            running.token.cancel();
+            running.close();
             info!(proxy = %self.shared.name, "stopped proxy");
         }
     }

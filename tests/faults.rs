@@ -373,3 +373,28 @@ async fn disabling_refuses_and_closes_and_enabling_restores() {
     let mut s = connect(addr).await;
     ping(&mut s, b"on again").await;
 }
+
+/// Disabling answers only once the port is closed, and re-enabling binds the
+/// same port at once: checked with no await in between, so the accept loop
+/// (on this single-threaded test runtime) has no chance to run first.
+#[tokio::test]
+async fn disable_closes_the_port_before_it_returns_and_the_port_rebinds_at_once() {
+    let h = Harness::new(1);
+    let echo = echo_server().await;
+    let (p, addr) = h.proxy("flip", &echo.to_string(), vec![]);
+    for round in 0..20 {
+        p.set_enabled(false).unwrap();
+        let err = std::net::TcpStream::connect(addr).expect_err("refused right after disable");
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "round {round}");
+        p.set_enabled(true)
+            .unwrap_or_else(|e| panic!("round {round}: rebinding {addr}: {e}"));
+        assert_eq!(p.local_addr(), Some(addr));
+    }
+    let mut s = connect(addr).await;
+    ping(&mut s, b"after twenty flips").await;
+    // A new upstream restarts the listener on the same port, also at once.
+    let echo2 = echo_server().await;
+    p.update(None, Some(echo2.to_string()), None).unwrap();
+    let mut s = connect(addr).await;
+    ping(&mut s, b"new upstream").await;
+}

@@ -215,6 +215,23 @@ pub struct Listener {
     pub local_addr: SocketAddr,
     /// Cancelling it stops the accept loop and closes every connection.
     pub token: CancellationToken,
+    /// A second handle on the listening socket, so [`Listener::close`] can
+    /// stop it listening at once, whenever the accept loop next runs.
+    socket: socket2::Socket,
+}
+
+impl Listener {
+    /// Stops listening before it returns, as Toxiproxy's disable does: a
+    /// client that connects next is refused, and the same address can be
+    /// bound again at once. Then stops the accept loop and closes every
+    /// connection of the listener.
+    pub fn close(self) {
+        // shutdown(2) on a listening socket takes it out of LISTEN (the
+        // accept loop's own handle then fails with EINVAL); the duplicate
+        // keeps the descriptor valid until here.
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        self.token.cancel();
+    }
 }
 
 /// Starts accepting on `listener` for `proxy`; connections run on `tracker`.
@@ -225,9 +242,14 @@ pub fn start(
     token: CancellationToken,
 ) -> io::Result<Listener> {
     let local_addr = listener.local_addr()?;
+    let socket = socket2::SockRef::from(&listener).try_clone()?;
     let t = tracker.clone();
     tracker.spawn(accept_loop(listener, proxy, t, token.clone()));
-    Ok(Listener { local_addr, token })
+    Ok(Listener {
+        local_addr,
+        token,
+        socket,
+    })
 }
 
 async fn accept_loop(
@@ -273,6 +295,8 @@ async fn accept_loop(
                     _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
                 }
             }
+            // The listener was shut down by `Listener::close`.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
             Err(e) => {
                 // ECONNABORTED and friends: the client gave up before accept.
                 debug!(proxy = %proxy.name, error = %e, "accept failed");
