@@ -875,9 +875,7 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
         };
         if let (Some(list), Some(bounds)) = (&phases_list, &bounds)
             && list.iter().all(|p| *p == Phase::Baseline)
-            && bounds
-                .iter()
-                .all(|b| matches!(b, Bound::MaxRatio(_) | Bound::MinRatio(_)))
+            && bounds.iter().all(Bound::is_ratio)
         {
             cx.err(
                 t.span(),
@@ -889,9 +887,7 @@ fn read(cx: &mut Cx<'_>, file: &str, raw: RawFile) -> Option<Experiment> {
         }
         if let (Some(p), Some(bounds)) = (&phases, &bounds)
             && p.baseline.is_zero()
-            && bounds
-                .iter()
-                .any(|b| matches!(b, Bound::MaxRatio(_) | Bound::MinRatio(_)))
+            && bounds.iter().any(Bound::is_ratio)
         {
             cx.err(
                 t.span(),
@@ -1156,6 +1152,7 @@ fn read_bounds(
         };
     let max = absolute(cx, t, "max");
     let min = absolute(cx, t, "min");
+    let slack = absolute(cx, t, "slack");
     let unit = |cx: &mut Cx<'_>, (v, span): &(f64, Range<usize>), key: &str| {
         if matches!(metric, Some(Metric::ErrorRate | Metric::Availability))
             && !(0.0..=1.0).contains(v)
@@ -1192,6 +1189,7 @@ fn read_bounds(
         );
         ok = false;
     }
+    let mut ratio_seen = false;
     for (key, is_max) in [("max_ratio", true), ("min_ratio", false)] {
         if !t.has(key) {
             t.taken.push(key);
@@ -1216,12 +1214,31 @@ fn read_bounds(
                 );
                 ok = false;
             }
-            Some((r, _)) => bounds.push(if is_max {
-                Bound::MaxRatio(r)
-            } else {
-                Bound::MinRatio(r)
-            }),
+            Some((factor, _)) => {
+                ratio_seen = true;
+                let slack = slack.as_ref().map_or(0.0, |s| s.0);
+                bounds.push(if is_max {
+                    Bound::MaxRatio { factor, slack }
+                } else {
+                    Bound::MinRatio { factor, slack }
+                })
+            }
             None => ok = false,
+        }
+    }
+    if let Some((v, span)) = &slack {
+        if !ratio_seen && ok {
+            cx.err(
+                span.clone(),
+                "`slack` widens `max_ratio` or `min_ratio`, and there is neither here",
+            );
+            ok = false;
+        } else if *v < 0.0 {
+            cx.err(
+                span.clone(),
+                format!("`slack` = {v} cannot be negative: it widens a ratio bound"),
+            );
+            ok = false;
         }
     }
     if bounds.is_empty() && ok {
@@ -1392,7 +1409,13 @@ dir = "out"
         assert_eq!(e.faults[0].spec.name, "query_latency_downstream");
         assert_eq!(
             e.slos[0].bounds,
-            vec![Bound::Max(0.75), Bound::MaxRatio(3.0)]
+            vec![
+                Bound::Max(0.75),
+                Bound::MaxRatio {
+                    factor: 3.0,
+                    slack: 0.0
+                }
+            ]
         );
         assert_eq!(e.slos[1].phases, vec![Phase::Injection, Phase::Recovery]);
         assert_eq!(e.recovery_within, Some(Duration::from_secs(20)));
@@ -1494,6 +1517,27 @@ dir = "out"
         )
         .replacen("target = \"pg\"", "target = \"db\"", 1);
         assert_eq!(errors(&s).len(), 2, "{:#?}", errors(&s));
+    }
+
+    #[test]
+    fn slack_widens_ratio_bounds_in_the_metric_s_unit() {
+        let s = with("max_ratio = 3.0\n", "max_ratio = 3.0\nslack = \"20ms\"\n");
+        let e = parse_experiment("e.toml", &s).unwrap();
+        assert_eq!(
+            e.slos[0].bounds[1],
+            Bound::MaxRatio {
+                factor: 3.0,
+                slack: 0.02
+            }
+        );
+        let s = with("max_ratio = 3.0\n", "max_ratio = 3.0\nslack = 20\n");
+        fails(&s, "slack = 20", "`slack`");
+        let s = with("max_ratio = 3.0\n", "slack = \"20ms\"\n");
+        fails(&s, "slack =", "`slack` widens `max_ratio` or `min_ratio`");
+        let s = with("max_ratio = 3.0\n", "max_ratio = 3.0\nslack = \"-1ms\"\n");
+        assert!(!errors(&s).is_empty(), "a negative slack is refused");
+        let s = with("min = 0.5\n", "min_ratio = 0.5\nslack = -1\n");
+        fails(&s, "slack = -1", "cannot be negative");
     }
 
     #[test]

@@ -37,11 +37,23 @@ pub fn check(slo: &Slo, phase: Phase, value: Option<f64>, baseline: Option<f64>)
 }
 
 fn check_bound(b: Bound, value: Option<f64>, baseline: Option<f64>) -> BoundCheck {
-    let (name, written, limit, is_max) = match b {
-        Bound::Max(x) => ("max", x, Some(x), true),
-        Bound::Min(x) => ("min", x, Some(x), false),
-        Bound::MaxRatio(r) => ("max_ratio", r, baseline.map(|v| v * r), true),
-        Bound::MinRatio(r) => ("min_ratio", r, baseline.map(|v| v * r), false),
+    let (name, written, slack, limit, is_max) = match b {
+        Bound::Max(x) => ("max", x, 0.0, Some(x), true),
+        Bound::Min(x) => ("min", x, 0.0, Some(x), false),
+        Bound::MaxRatio { factor, slack } => (
+            "max_ratio",
+            factor,
+            slack,
+            baseline.map(|v| v * factor + slack),
+            true,
+        ),
+        Bound::MinRatio { factor, slack } => (
+            "min_ratio",
+            factor,
+            slack,
+            baseline.map(|v| (v * factor - slack).max(0.0)),
+            false,
+        ),
     };
     let ok = match (value, limit) {
         (Some(v), Some(l)) => Some(if is_max { v <= l } else { v >= l }),
@@ -50,6 +62,7 @@ fn check_bound(b: Bound, value: Option<f64>, baseline: Option<f64>) -> BoundChec
     BoundCheck {
         bound: name.to_string(),
         written,
+        slack,
         limit,
         ok,
     }
@@ -202,7 +215,13 @@ mod tests {
 
     #[test]
     fn absolute_and_ratio_bounds() {
-        let s = slo(vec![Bound::Max(0.75), Bound::MaxRatio(2.0)]);
+        let s = slo(vec![
+            Bound::Max(0.75),
+            Bound::MaxRatio {
+                factor: 2.0,
+                slack: 0.0,
+            },
+        ]);
         let r = check(&s, Phase::Injection, Some(0.5), Some(0.2));
         assert_eq!(r.passed, Some(false), "0.5 > 2 x 0.2");
         assert_eq!(r.checks[1].limit, Some(0.4));
@@ -222,6 +241,35 @@ mod tests {
         assert_eq!(
             check(&min, Phase::Recovery, Some(9.0), None).passed,
             Some(false)
+        );
+    }
+
+    #[test]
+    fn slack_is_added_to_a_max_ratio_and_taken_from_a_min_ratio() {
+        let s = slo(vec![Bound::MaxRatio {
+            factor: 2.0,
+            slack: 0.01,
+        }]);
+        // 2 x 1.4 ms + 10 ms: a 3.3 ms p95 after a 1.4 ms baseline is noise.
+        let r = check(&s, Phase::Recovery, Some(0.0033), Some(0.0014));
+        assert_eq!(r.passed, Some(true));
+        assert!((r.checks[0].limit.unwrap() - 0.0128).abs() < 1e-12);
+        assert_eq!(r.checks[0].slack, 0.01);
+        assert_eq!(
+            check(&s, Phase::Recovery, Some(0.013), Some(0.0014)).passed,
+            Some(false)
+        );
+        let t = slo(vec![Bound::MinRatio {
+            factor: 0.5,
+            slack: 30.0,
+        }]);
+        assert!(t.bounds[0].is_ratio());
+        let r = check(&t, Phase::Injection, Some(0.0), Some(40.0));
+        assert_eq!(r.checks[0].limit, Some(0.0), "never below zero");
+        assert_eq!(
+            check(&t, Phase::Injection, Some(10.0), Some(100.0)).passed,
+            Some(false),
+            "10 < 0.5 x 100 - 30"
         );
     }
 

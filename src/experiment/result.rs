@@ -160,6 +160,9 @@ pub struct BoundCheck {
     pub bound: String,
     /// The factor or limit as written (ratio bounds: the factor).
     pub written: f64,
+    /// A ratio bound's absolute allowance (`slack`); 0 for the others.
+    #[serde(default)]
+    pub slack: f64,
     /// The limit the value was compared with (ratio bounds: factor x
     /// baseline value); `None` when the baseline had no data.
     pub limit: Option<f64>,

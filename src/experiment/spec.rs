@@ -320,10 +320,28 @@ pub enum Bound {
     Max(f64),
     /// value >= x
     Min(f64),
-    /// value <= x * baseline value
-    MaxRatio(f64),
-    /// value >= x * baseline value
-    MinRatio(f64),
+    /// value <= factor * baseline value + slack
+    MaxRatio {
+        /// The factor of the baseline value.
+        factor: f64,
+        /// An absolute allowance on top (`slack`, 0 unless written), so a
+        /// tiny baseline (a 1 ms p95) does not make the bound mere noise.
+        slack: f64,
+    },
+    /// value >= factor * baseline value - slack
+    MinRatio {
+        /// The factor of the baseline value.
+        factor: f64,
+        /// An absolute allowance below (`slack`, 0 unless written).
+        slack: f64,
+    },
+}
+
+impl Bound {
+    /// Whether the bound is relative to the baseline.
+    pub fn is_ratio(&self) -> bool {
+        matches!(self, Bound::MaxRatio { .. } | Bound::MinRatio { .. })
+    }
 }
 
 /// `[[slo]]`.

@@ -23,6 +23,7 @@ fn check(bound: &str, written: f64, limit: Option<f64>, ok: Option<bool>) -> Bou
     BoundCheck {
         bound: bound.into(),
         written,
+        slack: 0.0,
         limit,
         ok,
     }

@@ -137,7 +137,16 @@ pub(crate) fn bound(metric: &str, c: &BoundCheck) -> String {
             || "no baseline data".to_string(),
             |l| format!("= {}", value(metric, l)),
         );
-        format!("{op} {} baseline ({limit})", factor(c.written))
+        let slack = if c.slack > 0.0 {
+            format!(
+                " {} {}",
+                if op == ">=" { "-" } else { "+" },
+                value(metric, c.slack)
+            )
+        } else {
+            String::new()
+        };
+        format!("{op} {} baseline{slack} ({limit})", factor(c.written))
     } else {
         format!("{op} {}", value(metric, c.written))
     }
@@ -341,6 +350,7 @@ mod tests {
         let c = |bound: &str, written, limit| BoundCheck {
             bound: bound.into(),
             written,
+            slack: 0.0,
             limit,
             ok: None,
         };
@@ -355,6 +365,22 @@ mod tests {
         assert_eq!(
             bound("latency_p95", &c("max_ratio", 2.0, Some(0.12))),
             "<= 2.0x baseline (= 120ms)"
+        );
+        let slack = BoundCheck {
+            slack: 0.02,
+            ..c("max_ratio", 2.0, Some(0.0228))
+        };
+        assert_eq!(
+            bound("latency_p95", &slack),
+            "<= 2.0x baseline + 20.0ms (= 22.8ms)"
+        );
+        let slack = BoundCheck {
+            slack: 5.0,
+            ..c("min_ratio", 0.5, Some(20.0))
+        };
+        assert_eq!(
+            bound("throughput", &slack),
+            ">= 0.5x baseline - 5.0/s (= 20.0/s)"
         );
         assert_eq!(
             bound("throughput", &c("min_ratio", 0.75, None)),
