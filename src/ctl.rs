@@ -46,7 +46,7 @@ use bytes::Bytes;
 use clap::{ArgAction, Args, Subcommand};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
-use hyper::{Method, Request, Uri};
+use hyper::{Method, Request};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -663,23 +663,9 @@ impl Api {
             format!("http://{host}")
         };
         let base = base.trim_end_matches('/').to_string();
-        let uri: Uri = base
-            .parse()
+        let uri = crate::http::client_uri(&base)
             .map_err(|e| format!("bad --host/TOXIPROXY_URL `{host}`: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(format!(
-                    "bad --host/TOXIPROXY_URL `{host}`: https is not supported (the control API is plain HTTP); use http://"
-                ));
-            }
-            _ => {
-                return Err(format!(
-                    "bad --host/TOXIPROXY_URL `{host}`: expected http://host:port"
-                ));
-            }
-        }
-        if uri.authority().is_none() || uri.query().is_some() {
+        if uri.query().is_some() {
             return Err(format!(
                 "bad --host/TOXIPROXY_URL `{host}`: expected http://host:port"
             ));

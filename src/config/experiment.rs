@@ -201,8 +201,8 @@ impl<'a> Table<'a> {
         required: bool,
     ) -> Option<Spanned<String>> {
         let u = self.string(cx, key, required)?;
-        if let Err(e) = check_url(u.get_ref()) {
-            cx.err(u.span(), format!("bad `{key}`: {e}"));
+        if let Err(e) = crate::http::client_uri(u.get_ref()) {
+            cx.err(u.span(), format!("bad `{key}` `{}`: {e}", u.get_ref()));
         }
         Some(u)
     }
@@ -1301,19 +1301,6 @@ fn read_phases(cx: &mut Cx<'_>, v: &Spanned<toml::Value>) -> Option<Vec<Phase>> 
 }
 
 /// Checks an `http://host:port[/path]` URL.
-fn check_url(url: &str) -> Result<(), String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("`{url}`: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err(format!("`{url}`: https is not supported; use http://")),
-        _ => return Err(format!("`{url}` must start with http://")),
-    }
-    if uri.authority().is_none() {
-        return Err(format!("`{url}` has no host"));
-    }
-    Ok(())
-}
-
 fn sorted(mut v: Vec<&str>) -> String {
     v.sort_unstable();
     v.join(", ")

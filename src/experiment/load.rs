@@ -360,11 +360,7 @@ pub(super) fn http_client(idle: usize) -> HttpClient {
 
 /// Parses an `http://` URL.
 pub(super) fn http_uri(url: &str) -> Result<Uri, OpError> {
-    let uri = Uri::from_str(url).map_err(|e| OpError::Config(format!("url `{url}`: {e}")))?;
-    if uri.scheme_str() != Some("http") || uri.host().is_none() {
-        return Err(OpError::Config(format!("url `{url}`: not an http:// URL")));
-    }
-    Ok(uri)
+    crate::http::client_uri(url).map_err(|e| OpError::Config(format!("url `{url}`: {e}")))
 }
 
 /// Sends a request and reads the whole response body, keeping at most

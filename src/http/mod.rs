@@ -181,3 +181,42 @@ impl HttpShared {
         out
     }
 }
+
+/// Parses a URL shakedown itself calls (an http load or probe, the control
+/// API, a Pushgateway): `http://` with a host. This build has no TLS client,
+/// so `https://` is refused by name. The error says why, without the URL
+/// (callers name it with their own context).
+pub fn client_uri(url: &str) -> Result<hyper::Uri, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("not a valid URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err("https is not supported; use http://".into()),
+        _ => return Err("expected an http:// URL".into()),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_uri;
+
+    #[test]
+    fn client_urls_are_plain_http_with_a_host() {
+        assert_eq!(
+            client_uri("http://127.0.0.1:8474/x?y=1").unwrap().path(),
+            "/x"
+        );
+        let https = client_uri("https://example.com").unwrap_err();
+        assert!(https.contains("https is not supported"), "{https}");
+        assert!(client_uri("127.0.0.1:80").unwrap_err().contains("http://"));
+        assert!(client_uri("/metrics").unwrap_err().contains("http://"));
+        assert!(
+            client_uri("http://a b")
+                .unwrap_err()
+                .contains("not a valid URL")
+        );
+    }
+}

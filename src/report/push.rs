@@ -79,17 +79,11 @@ fn grouping(label: &str, value: &str) -> String {
 /// Only `http://` gateways (this build has no TLS client).
 pub fn url(gateway: &str, experiment: &str) -> Result<String, String> {
     let base = gateway.trim_end_matches('/');
-    if !base.starts_with("http://") {
-        return Err(format!(
-            "pushgateway `{gateway}`: expected an http:// URL (https is not supported)"
-        ));
-    }
     let url = format!(
         "{base}/metrics/job/shakedown/{}",
         grouping("experiment", experiment)
     );
-    url.parse::<hyper::Uri>()
-        .map_err(|e| format!("pushgateway `{gateway}`: not a valid URL: {e}"))?;
+    crate::http::client_uri(&url).map_err(|e| format!("pushgateway `{gateway}`: {e}"))?;
     Ok(url)
 }
 
