@@ -171,6 +171,12 @@ async fn metrics_parse_and_count_bytes_on_an_open_connection() {
         sample(&r.body, "shakedown_connections_active", &[("proxy", "m")]),
         Some(1.0)
     );
+    // The process-wide slots: sized from the open-file limit, and this
+    // open connection holds one (other tests in this process may hold more).
+    let slots = sample(&r.body, "shakedown_connection_slots", &[]).unwrap();
+    let used = sample(&r.body, "shakedown_connection_slots_in_use", &[]).unwrap();
+    assert!(slots >= 100.0, "{slots} slots");
+    assert!((1.0..=slots).contains(&used), "{used} of {slots} in use");
     assert!(
         !r.body.contains("127.0.0.1:") || !r.body.contains(&s.local_addr().unwrap().to_string()),
         "client address leaked into labels"
