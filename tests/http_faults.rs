@@ -62,9 +62,9 @@ async fn abort_answers_without_reaching_the_upstream() {
         200
     );
     let snap = p.http_stats().unwrap().snapshot();
-    assert_eq!(snap.counts.injected, 2);
-    assert_eq!(snap.counts.by_class["injected"], 2);
-    assert_eq!(snap.counts.errors, 2, "injected 503s are errors");
+    assert_eq!(snap.counts.all.injected, 2);
+    assert_eq!(snap.counts.all.by_class["injected"], 2);
+    assert_eq!(snap.counts.all.errors, 2, "injected 503s are errors");
 
     // Removing the fault applies to the live connection at once.
     p.remove_fault("partition").unwrap();
@@ -255,7 +255,7 @@ async fn reset_cuts_the_response_after_n_bytes() {
     // Other paths are untouched; resets are counted as errors.
     assert_eq!(get(&c, &format!("http://{addr}/ok")).await.status, 200);
     let snap = p.http_stats().unwrap().snapshot();
-    assert_eq!(snap.counts.resets, 4);
+    assert_eq!(snap.counts.all.resets, 4);
 }
 
 #[tokio::test]
@@ -618,6 +618,6 @@ async fn a_client_that_leaves_mid_wait_is_no_longer_active() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(stats.snapshot().counts.requests, 0, "never answered");
+    assert_eq!(stats.snapshot().counts.all.requests, 0, "never answered");
     assert_eq!(upstream.count("/x"), 0);
 }

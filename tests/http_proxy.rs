@@ -237,8 +237,8 @@ async fn upstream_down_is_a_502_naming_the_upstream() {
     assert_eq!(code, 0);
     assert!(out.starts_with("HTTP/1.1 502"), "{out}");
     let snap = p.http_stats().unwrap().snapshot();
-    assert_eq!(snap.counts.by_class["error"], 2);
-    assert_eq!(snap.counts.errors, 2);
+    assert_eq!(snap.counts.all.by_class["error"], 2);
+    assert_eq!(snap.counts.all.errors, 2);
 }
 
 #[tokio::test]
@@ -313,15 +313,15 @@ async fn observations_count_by_class_and_route_in_a_window() {
     let stats = p.http_stats().expect("an http proxy has http stats");
     let w = stats.window(from, Instant::now() + Duration::from_secs(2));
     let counts = &w.counts;
-    assert_eq!(counts.requests, 5);
-    assert_eq!(counts.errors, 1, "the 503");
-    assert_eq!(counts.by_class["2xx"], 3);
-    assert_eq!(counts.by_class["4xx"], 1);
-    assert_eq!(counts.by_class["5xx"], 1);
+    assert_eq!(counts.all.requests, 5);
+    assert_eq!(counts.all.errors, 1, "the 503");
+    assert_eq!(counts.all.by_class["2xx"], 3);
+    assert_eq!(counts.all.by_class["4xx"], 1);
+    assert_eq!(counts.all.by_class["5xx"], 1);
     assert_eq!(counts.route("checkout").unwrap().requests, 2);
     assert_eq!(counts.route("status").unwrap().errors, 1);
     assert_eq!(counts.route("other").unwrap().requests, 1);
-    assert!(counts.latency.p95_seconds.unwrap() > 0.0);
+    assert!(counts.all.latency.p95_seconds.unwrap() > 0.0);
     assert_eq!(counts.response_time.count, 5);
     assert_eq!(stats.snapshot().requests_active, 0);
     // A TCP proxy has none.

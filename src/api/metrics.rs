@@ -391,7 +391,7 @@ pub fn http_families(proxies: &[HttpProxy<'_>]) -> Vec<MetricFamily> {
         let snap = p.stats.snapshot();
         for (i, r) in snap.counts.routes.iter().enumerate() {
             for class in CLASSES {
-                let n = r.by_class.get(class).copied().unwrap_or(0);
+                let n = r.counts.by_class.get(class).copied().unwrap_or(0);
                 requests.counter(
                     &[
                         ("proxy", p.name),
@@ -405,7 +405,10 @@ pub fn http_families(proxies: &[HttpProxy<'_>]) -> Vec<MetricFamily> {
                 &[("proxy", p.name), ("route", r.name.as_str())],
                 &p.stats.latency_histogram(i),
             );
-            resets.counter(&[("proxy", p.name), ("route", r.name.as_str())], r.resets);
+            resets.counter(
+                &[("proxy", p.name), ("route", r.name.as_str())],
+                r.counts.resets,
+            );
         }
         response.histogram(&[("proxy", p.name)], &p.stats.response_histogram());
         active.gauge(&[("proxy", p.name)], snap.requests_active as f64);

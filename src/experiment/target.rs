@@ -80,7 +80,7 @@ fn pg_summary(w: &PgWindow) -> Summary {
 }
 
 fn http_summary(w: &HttpWindow) -> Summary {
-    let c = &w.counts;
+    let c = &w.counts.all;
     let class = |k: &str| c.by_class.get(k).copied().unwrap_or(0);
     let errors = vec![
         ("status 5xx".to_string(), class("5xx")),

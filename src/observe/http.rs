@@ -250,11 +250,9 @@ impl Acc {
     }
 }
 
-/// Counts of one route over a span.
+/// Requests counted over a span: those of one route, or of all routes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct RouteCounts {
-    /// The route's name (`other` for unmatched requests).
-    pub name: String,
+pub struct RequestCounts {
     /// Requests answered.
     pub requests: u64,
     /// Of those, errors: 5xx from the upstream, shakedown's 502/504,
@@ -271,7 +269,26 @@ pub struct RouteCounts {
     pub latency: LatencySummary,
 }
 
-impl RouteCounts {
+impl RequestCounts {
+    fn of(cells: &[u64; CELLS], latency: &LatAcc) -> Self {
+        let injected = cells[C_INJECTED] + cells[C_INJECTED_5XX];
+        RequestCounts {
+            requests: cells[..C_RESET].iter().sum(),
+            errors: cells[C_5XX] + cells[C_ERROR] + cells[C_INJECTED_5XX] + cells[C_RESET],
+            injected,
+            resets: cells[C_RESET],
+            by_class: CLASSES
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let n = if i == C_INJECTED { injected } else { cells[i] };
+                    (name.to_string(), n)
+                })
+                .collect(),
+            latency: latency.summary(),
+        }
+    }
+
     /// `errors / requests`, 0 without requests.
     pub fn error_rate(&self) -> f64 {
         if self.requests == 0 {
@@ -282,21 +299,22 @@ impl RouteCounts {
     }
 }
 
+/// Counts of one route over a span.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RouteCounts {
+    /// The route's name (`other` for unmatched requests).
+    pub name: String,
+    /// Its requests.
+    #[serde(flatten)]
+    pub counts: RequestCounts,
+}
+
 /// Counts over a span, shared by [`HttpSnapshot`] and [`HttpWindow`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct HttpCounts {
-    /// Requests answered (all routes).
-    pub requests: u64,
-    /// Errors, as [`RouteCounts::errors`].
-    pub errors: u64,
-    /// Answered by a fault.
-    pub injected: u64,
-    /// Cut by `http_reset`.
-    pub resets: u64,
-    /// Requests per class of [`CLASSES`].
-    pub by_class: BTreeMap<String, u64>,
-    /// Time to the response headers, all routes.
-    pub latency: LatencySummary,
+    /// The requests of all routes.
+    #[serde(flatten)]
+    pub all: RequestCounts,
     /// Time to the end of the response body, all routes.
     pub response_time: LatencySummary,
     /// Per route, in config order, `other` last.
@@ -304,18 +322,12 @@ pub struct HttpCounts {
 }
 
 impl HttpCounts {
-    /// `errors / requests`, 0 without requests.
-    pub fn error_rate(&self) -> f64 {
-        if self.requests == 0 {
-            0.0
-        } else {
-            self.errors as f64 / self.requests as f64
-        }
-    }
-
     /// The counts of one route by name.
-    pub fn route(&self, name: &str) -> Option<&RouteCounts> {
-        self.routes.iter().find(|r| r.name == name)
+    pub fn route(&self, name: &str) -> Option<&RequestCounts> {
+        self.routes
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| &r.counts)
     }
 }
 
@@ -497,20 +509,6 @@ impl HttpStats {
     }
 
     fn counts(&self, acc: &Acc) -> HttpCounts {
-        let by_class = |cells: &[u64; CELLS]| -> BTreeMap<String, u64> {
-            CLASSES
-                .iter()
-                .enumerate()
-                .map(|(i, name)| {
-                    let n = if i == C_INJECTED {
-                        cells[C_INJECTED] + cells[C_INJECTED_5XX]
-                    } else {
-                        cells[i]
-                    };
-                    (name.to_string(), n)
-                })
-                .collect()
-        };
         let mut all_cells = [0u64; CELLS];
         let mut all_latency = LatAcc::default();
         let mut routes = Vec::with_capacity(self.routes.len());
@@ -521,33 +519,15 @@ impl HttpStats {
             all_latency.add(&r.latency);
             routes.push(RouteCounts {
                 name: name.clone(),
-                requests: requests(&r.cells),
-                errors: errors(&r.cells),
-                injected: r.cells[C_INJECTED] + r.cells[C_INJECTED_5XX],
-                resets: r.cells[C_RESET],
-                by_class: by_class(&r.cells),
-                latency: r.latency.summary(),
+                counts: RequestCounts::of(&r.cells, &r.latency),
             });
         }
         HttpCounts {
-            requests: requests(&all_cells),
-            errors: errors(&all_cells),
-            injected: all_cells[C_INJECTED] + all_cells[C_INJECTED_5XX],
-            resets: all_cells[C_RESET],
-            by_class: by_class(&all_cells),
-            latency: all_latency.summary(),
+            all: RequestCounts::of(&all_cells, &all_latency),
             response_time: acc.full.summary(),
             routes,
         }
     }
-}
-
-fn requests(cells: &[u64; CELLS]) -> u64 {
-    cells[..C_RESET].iter().sum()
-}
-
-fn errors(cells: &[u64; CELLS]) -> u64 {
-    cells[C_5XX] + cells[C_ERROR] + cells[C_INJECTED_5XX] + cells[C_RESET]
 }
 
 #[cfg(test)]
@@ -560,6 +540,19 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn snapshots_serialise_flat_as_the_stats_endpoint_shows_them() {
+        let s = HttpStats::new(&["checkout"]);
+        s.completed(0, ms(1), false);
+        let v = serde_json::to_value(s.snapshot()).unwrap();
+        for key in ["requests", "errors", "by_class", "latency", "response_time"] {
+            assert!(v.get(key).is_some(), "`{key}` at the top: {v}");
+        }
+        assert_eq!(v["routes"][0]["name"], "checkout");
+        assert!(v["routes"][0].get("requests").is_some(), "{v}");
+        assert!(v.get("all").is_none() && v["routes"][0].get("counts").is_none());
     }
 
     #[test]
@@ -587,11 +580,11 @@ mod tests {
         let snap = s.snapshot();
         assert_eq!(snap.requests_active, 0);
         let c = &snap.counts;
-        assert_eq!(c.requests, 9);
+        assert_eq!(c.all.requests, 9);
         // 500, 502, injected 503, one reset.
-        assert_eq!(c.errors, 4);
-        assert_eq!(c.injected, 2);
-        assert_eq!(c.resets, 1);
+        assert_eq!(c.all.errors, 4);
+        assert_eq!(c.all.injected, 2);
+        assert_eq!(c.all.resets, 1);
         let want: BTreeMap<String, u64> = [
             ("1xx", 1),
             ("2xx", 2),
@@ -604,7 +597,7 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), *v))
         .collect();
-        assert_eq!(c.by_class, want);
+        assert_eq!(c.all.by_class, want);
         let checkout = c.route("checkout").unwrap();
         assert_eq!(checkout.requests, 3);
         assert_eq!(checkout.errors, 2, "injected 503 and the reset");
@@ -612,7 +605,7 @@ mod tests {
         let other = c.route("other").unwrap();
         assert_eq!(other.requests, 4);
         assert_eq!(other.by_class["3xx"], 1, "out of range counts as other");
-        assert_eq!(c.latency.count, 9);
+        assert_eq!(c.all.latency.count, 9);
         assert_eq!(c.response_time.count, 10);
         assert_eq!(s.latency_histogram(0).count, 3);
         assert_eq!(s.response_histogram().count, 10);
@@ -628,22 +621,22 @@ mod tests {
         let now = at(&s, 5.0);
         let a = s.window_at(now, at(&s, 0.0), at(&s, 1.0));
         assert_eq!(a.seconds, 1);
-        assert_eq!(a.counts.requests, 1);
-        assert_eq!(a.counts.errors, 0);
+        assert_eq!(a.counts.all.requests, 1);
+        assert_eq!(a.counts.all.errors, 0);
         let b = s.window_at(now, at(&s, 1.0), at(&s, 4.0));
-        assert_eq!(b.counts.requests, 2);
-        assert_eq!(b.counts.errors, 3, "503, reset, injected 503");
-        assert_eq!(b.counts.resets, 1);
+        assert_eq!(b.counts.all.requests, 2);
+        assert_eq!(b.counts.all.errors, 3, "503, reset, injected 503");
+        assert_eq!(b.counts.all.resets, 1);
         assert_eq!(b.counts.route("a").unwrap().latency.max_seconds, Some(0.7));
         assert_eq!(b.counts.response_time.max_seconds, Some(0.8));
-        assert!((b.counts.error_rate() - 1.5).abs() < 1e-9);
+        assert!((b.counts.all.error_rate() - 1.5).abs() < 1e-9);
         let all = s.window_at(now, at(&s, 0.0), at(&s, 100.0));
         assert_eq!(all.counts, s.snapshot().counts);
         // One lap later the old seconds are gone and flagged.
         let later = at(&s, RING_SECONDS as f64 + 2.0);
         let w = s.window_at(later, at(&s, 0.0), at(&s, 3.0));
         assert!(w.truncated);
-        assert_eq!(w.counts.requests, 0);
+        assert_eq!(w.counts.all.requests, 0);
     }
 
     #[test]
@@ -670,10 +663,10 @@ mod tests {
             t.join().unwrap();
         }
         let w = s.window_at(at(&s, 5.0), at(&s, 0.0), at(&s, 5.0));
-        assert_eq!(w.counts.requests, 40_000);
-        assert_eq!(w.counts.by_class["5xx"], 10_000);
-        assert_eq!(w.counts.errors, 10_000);
-        assert_eq!(w.counts.latency.count, 40_000);
+        assert_eq!(w.counts.all.requests, 40_000);
+        assert_eq!(w.counts.all.by_class["5xx"], 10_000);
+        assert_eq!(w.counts.all.errors, 10_000);
+        assert_eq!(w.counts.all.latency.count, 40_000);
     }
 
     #[test]
