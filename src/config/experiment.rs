@@ -1189,7 +1189,6 @@ fn read_bounds(
         );
         ok = false;
     }
-    let mut ratio_seen = false;
     for (key, is_max) in [("max_ratio", true), ("min_ratio", false)] {
         if !t.has(key) {
             t.taken.push(key);
@@ -1215,7 +1214,6 @@ fn read_bounds(
                 ok = false;
             }
             Some((factor, _)) => {
-                ratio_seen = true;
                 let slack = slack.as_ref().map_or(0.0, |s| s.0);
                 bounds.push(if is_max {
                     Bound::MaxRatio { factor, slack }
@@ -1227,7 +1225,7 @@ fn read_bounds(
         }
     }
     if let Some((v, span)) = &slack {
-        if !ratio_seen && ok {
+        if !bounds.iter().any(Bound::is_ratio) && ok {
             cx.err(
                 span.clone(),
                 "`slack` widens `max_ratio` or `min_ratio`, and there is neither here",

@@ -216,7 +216,7 @@ pub struct Listener {
     /// Cancelling it stops the accept loop and closes every connection.
     pub token: CancellationToken,
     /// A second handle on the listening socket, so [`Listener::close`] can
-    /// stop it listening at once, whenever the accept loop next runs.
+    /// stop it listening at once, not when the accept loop next runs.
     socket: socket2::Socket,
 }
 
